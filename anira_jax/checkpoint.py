@@ -1,0 +1,36 @@
+"""Orbax checkpoints of the train state {"step", "params", "opt_state"} under WORKDIR/checkpoints.
+
+The data stream is a pure function of (config.seed, step), so the step is the whole data/RNG
+state: restoring it makes a resumed run see exactly the batches an uninterrupted one would.
+"""
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from anira_jax.cli import UserError
+
+
+def manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only,
+                                         read_only=read_only)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, like: Any, step: int | None = None) -> Any:
+  """The checkpoint at `step` (default latest) shaped like `like`; None when there is none."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"checkpoint {mngr.directory}/{step} could not be read ({type(e).__name__}); "
+                    "delete it to fall back to an earlier one, or retrain") from None

@@ -1,0 +1,97 @@
+"""Command-line plumbing shared by every entry point: bad input gives one line and exit 2."""
+import importlib.util
+import os
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+  """Something the user can fix; its message says what and how."""
+
+
+def fail(message: str) -> NoReturn:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def one_line(error: BaseException) -> str:
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def _load_base(spec: str):
+  """Calls get_config of a config file `path[:arg]` without any override."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_anira_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _has_key(config, key: str) -> bool:
+  for part in key.split("."):
+    if not hasattr(config, "keys") or part not in config:
+      return False
+    config = config[part]
+  return True
+
+
+def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
+  """One line explaining why --config, or one of its --config.key=value overrides, did not load."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return "missing --config=configs/<task>.py[:variant]"
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):
+    return f"config file not found: {path} (run from the repository root or give a full path)"
+  try:
+    base = _load_base(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    return one_line(e)
+  for arg in argv:
+    if arg.startswith("--config.") and "=" in arg:
+      key = arg[len("--config."):].split("=", 1)[0]
+      if not _has_key(base, key):
+        return f"unknown config key {key!r} (from {arg}); valid keys are in {path}"
+  return one_line(error)
+
+
+def config_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[str]]:
+  """A flags parser for app.run that loads --config eagerly and reports errors in one line."""
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      rest = flags.FLAGS(argv)
+      _ = config_flag.value
+    except Exception as e:  # pylint: disable=broad-except
+      fail(diagnose_config(argv, e))
+    return rest
+  return parse
+
+
+def run(main: Callable[[list[str]], None],
+        flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
+  """app.run, but a UserError from `main` becomes one line on stderr and exit 2."""
+  def guarded(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # keep library chatter (orbax) off the console
+    try:
+      main(argv)
+    except UserError as e:
+      fail(one_line(e))
+  if flags_parser is None:
+    def flags_parser(argv: list[str]) -> list[str]:
+      try:
+        return flags.FLAGS(argv)
+      except flags.Error as e:
+        fail(one_line(e))
+  app.run(guarded, flags_parser=flags_parser)
+
+
+def config_stem(config_flag_name: str = "config") -> str:
+  """`sorting` for --config=configs/sorting.py:anira_e."""
+  filename = config_flags.get_config_filename(flags.FLAGS[config_flag_name])
+  return os.path.splitext(os.path.basename(filename.partition(":")[0]))[0]

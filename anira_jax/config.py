@@ -1,0 +1,124 @@
+"""Default configuration and its validation. Files in configs/ start from `default(...)`."""
+import ml_collections
+
+from anira_jax import cli, halting, tasks
+from anira_jax.model import VARIANTS
+
+PARALLEL_MODES = ("shard_map", "pmap")
+POSITIONS = ("rope", "none")
+
+
+class ConfigError(cli.UserError, ValueError):
+  """A configuration that cannot run; the message says what to change."""
+
+
+def default(task: str, variant: str) -> ml_collections.ConfigDict:
+  """Tiny CPU defaults shared by every task; a config file then sets the task's sizes."""
+  if variant not in VARIANTS:
+    raise ConfigError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = task
+  c.task.options = ml_collections.ConfigDict()   # family knobs, passed to tasks.get
+  c.task.train_sizes = (2, 8)                    # inclusive (min, max)
+  c.task.eval_sizes = (2, 4, 8, 12, 16)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = variant
+  c.model.d_model = 64
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 4
+  c.model.prelude_layers = 1
+  c.model.k_max = 8                 # iterations of the core (layers, for "transformer")
+  c.model.max_len = 64
+  c.model.positions = "rope"
+
+  c.halting = ml_collections.ConfigDict()
+  c.halting.threshold = 0.01        # halt once the survival prod(1 - lambda) <= threshold
+  c.halting.temperature = 1.0       # lambda = sigmoid(logit / temperature)
+  c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
+  c.halting.penalty = "ponder"      # one of halting.PENALTIES
+  c.halting.penalty_weight = 0.01
+  c.halting.penalty_warmup = 0      # steps with no penalty
+  c.halting.penalty_ramp = 0        # steps of linear ramp after the warm-up
+  c.halting.prior_lambda = 0.2      # geometric prior parameter for kl_geometric
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1500
+  c.train.batch_size = 64
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 100
+  c.train.weight_decay = 0.01
+  c.train.grad_clip = 1.0
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.seed = 1234                # evaluation sets do not depend on the training seed
+  c.eval.examples = 256             # per size
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = "shard_map"
+  return c
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _sizes(value, name: str) -> tuple[int, ...]:
+  try:
+    sizes = tuple(int(v) for v in value)
+  except (TypeError, ValueError):
+    raise ConfigError(f"{name} must be a tuple of integers, got {value!r}") from None
+  _check(all(s == v for s, v in zip(sizes, value)), f"{name} must hold integers, got {value!r}")
+  return sizes
+
+
+def validate(c: ml_collections.ConfigDict) -> tasks.Task:
+  """Raises ConfigError naming the first problem; returns the configured task."""
+  try:
+    task = tasks.get(c.task.name, **c.task.options)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  m, h = c.model, c.halting
+  _check(m.variant in VARIANTS,
+         f"unknown variant {m.variant!r}; valid variants: {', '.join(VARIANTS)}")
+  train = _sizes(c.task.train_sizes, "task.train_sizes")
+  _check(len(train) == 2, f"task.train_sizes is (min, max), got {c.task.train_sizes!r}")
+  lo, hi = train
+  _check(lo <= hi, f"task.train_sizes {train}: min {lo} exceeds max {hi}")
+  evals = _sizes(c.task.eval_sizes, "task.eval_sizes")
+  _check(len(evals) > 0, "task.eval_sizes is empty")
+  for size in (lo,) + evals:
+    _check(size >= task.min_size,
+           f"size {size} is below the {task.name} minimum {task.min_size}; raise task sizes")
+  _check(max(evals) > hi,
+         f"task.eval_sizes {evals} has no size above the training maximum {hi}: "
+         "add at least one out-of-distribution size")
+  longest = max(task.seq_len(s) for s in (hi,) + evals)
+  _check(longest <= m.max_len,
+         f"size {max((hi,) + evals)} needs sequence length {longest} > model.max_len "
+         f"{m.max_len}; raise model.max_len or lower the sizes")
+  _check(m.d_model > 0 and m.num_heads > 0 and m.d_model % (2 * m.num_heads) == 0,
+         f"model.d_model {m.d_model} must be a positive multiple of 2 * model.num_heads")
+  _check(m.k_max >= 1 and m.prelude_layers >= 0, "model.k_max >= 1 and model.prelude_layers >= 0")
+  _check(m.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}")
+  _check(h.penalty in halting.PENALTIES,
+         f"unknown halting.penalty {h.penalty!r}; valid: {', '.join(halting.PENALTIES)}")
+  _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
+  _check(h.temperature > 0, "halting.temperature must be positive")
+  _check(0.0 < h.prior_lambda < 1.0, "halting.prior_lambda must be in (0, 1)")
+  t = c.train
+  _check(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
+  _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
+  for every in ("log_every", "eval_every", "checkpoint_every"):
+    _check(t[every] > 0, f"train.{every} must be positive, got {t[every]}")
+  _check(c.eval.examples > 0, f"eval.examples must be positive, got {c.eval.examples}")
+  _check(c.parallel.mode in PARALLEL_MODES,
+         f"parallel.mode must be one of {', '.join(PARALLEL_MODES)}, got {c.parallel.mode!r}")
+  return task

@@ -1,0 +1,100 @@
+"""The recurrent step and its two drivers.
+
+`step` is one pure iteration: apply the block to every token, keep the new state only where the
+token is still active (halted tokens stay frozen and remain visible as keys/values), then let
+`halting` decide who halts. `run_scan` drives it for exactly K_max iterations (training, reverse-mode
+differentiable); `run_while` stops as soon as every token has halted (inference). Iterations after
+a token halts leave all of its entries bitwise unchanged, so both drivers return the same numbers.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from anira_jax import halting, model
+from anira_jax.tasks.base import PAD
+
+
+class State(NamedTuple):
+  h_BxLxD: jax.Array        # current state; frozen once the token halts
+  out_BxLxD: jax.Array      # sum_t w_t h_t, the output the readout sees
+  survival_BxL: jax.Array   # S_t
+  halted_BxL: jax.Array     # bool
+  depth_BxL: jax.Array      # int32 block applications so far
+  weights_BxLxK: jax.Array  # w_t per iteration
+  probs_BxLxK: jax.Array    # lambda_t per iteration (0 where the token was already halted)
+  t: jax.Array              # int32 iterations executed
+
+
+def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int) -> State:
+  """Padding tokens start halted with depth 0; every real token is active.
+
+  Buffers are built from the inputs (`*_like`) so that under shard_map they vary over the data
+  axis like the values the step writes into them."""
+  zeros_BxLxK = jnp.zeros_like(h0_BxLxD[..., :1], shape=h0_BxLxD.shape[:2] + (k_max,))
+  return State(h_BxLxD=h0_BxLxD, out_BxLxD=jnp.zeros_like(h0_BxLxD),
+               survival_BxL=jnp.ones_like(valid_BxL, jnp.float32), halted_BxL=~valid_BxL,
+               depth_BxL=jnp.zeros_like(valid_BxL, jnp.int32),
+               weights_BxLxK=zeros_BxLxK, probs_BxLxK=zeros_BxLxK, t=jnp.zeros((), jnp.int32))
+
+
+def halt_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
+                early_BxLxK: jax.Array, t: jax.Array) -> jax.Array:
+  """Where the decision comes from: the current state (O), the prelude (E), or nowhere (fixed)."""
+  if cfg.model.variant == "anira_o":
+    return model.halt_logits(params, h_BxLxD)[..., 0]
+  if cfg.model.variant == "anira_e":
+    return jax.lax.dynamic_index_in_dim(early_BxLxK, t, axis=-1, keepdims=False)
+  return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
+
+
+def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+         s: State) -> State:
+  """One iteration of the shared block with masked halting."""
+  active_BxL = ~s.halted_BxL
+  h_new = model.block(cfg.model, params, s.h_BxLxD, s.t)
+  h = jnp.where(active_BxL[..., None], h_new, s.h_BxLxD)
+  logits = halt_logits(cfg, params, h, early_BxLxK, s.t)
+  lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, cfg.halting.temperature)
+  u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold)
+  out = jnp.where(active_BxL[..., None], s.out_BxLxD + u.weight_BxL[..., None] * h, s.out_BxLxD)
+  at_t = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, s.t, axis=-1)
+  return State(h_BxLxD=h, out_BxLxD=out, survival_BxL=u.survival_BxL, halted_BxL=u.halted_BxL,
+               depth_BxL=s.depth_BxL + active_BxL.astype(jnp.int32),
+               weights_BxLxK=at_t(s.weights_BxLxK, u.weight_BxL),
+               probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)), t=s.t + 1)
+
+
+def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+             s: State) -> State:
+  """Exactly K_max iterations (differentiable)."""
+  body = lambda s, _: (step(cfg, params, early_BxLxK, s), None)
+  return jax.lax.scan(body, s, None, length=cfg.model.k_max)[0]
+
+
+def run_while(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+              s: State) -> State:
+  """Iterates until every token has halted (at most K_max iterations)."""
+  return jax.lax.while_loop(lambda s: ~jnp.all(s.halted_BxL),
+                            lambda s: step(cfg, params, early_BxLxK, s), s)
+
+
+DRIVERS = {"scan": run_scan, "while": run_while}
+
+
+def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
+                     valid_BxL: jax.Array, mode: str) -> tuple[jax.Array, State]:
+  """Prelude, recurrence and readout on embedded tokens: (logits [B, L, V], final state)."""
+  h0 = model.prelude(cfg.model, params, x_BxLxD)
+  B, L, _ = h0.shape
+  early = (model.halt_logits(params, h0) if cfg.model.variant == "anira_e"
+           else jnp.zeros((B, L, cfg.model.k_max)))
+  final = DRIVERS[mode](cfg, params, early, init_state(h0, valid_BxL, cfg.model.k_max))
+  return model.readout(params, final.out_BxLxD), final
+
+
+def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array,
+            mode: str = "scan") -> tuple[jax.Array, State]:
+  """The whole model on token ids; mode "scan" (training) or "while" (inference)."""
+  return forward_embedded(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, mode)

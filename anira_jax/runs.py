@@ -1,0 +1,75 @@
+"""Trained runs for users: `load_run(workdir).predict(inputs, mode="while" | "scan")`."""
+import dataclasses
+import functools
+import json
+import os
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from anira_jax import checkpoint, config as config_lib, model, optimizer, recurrence, tasks
+from anira_jax.cli import UserError
+
+Predict = Callable[[model.Params, jax.Array], dict]
+
+
+def predictor(cfg: ml_collections.ConfigDict, mode: str) -> Predict:
+  """jit(params, inputs [B, L]) -> {"logits" [B, L, V], "depth" [B, L], "iterations"}."""
+  if mode not in recurrence.DRIVERS:
+    raise ValueError(f"mode must be one of {', '.join(recurrence.DRIVERS)}, got {mode!r}")
+
+  @jax.jit
+  def predict(params: model.Params, inputs_BxL: jax.Array) -> dict:
+    logits, final = recurrence.forward(cfg, params, inputs_BxL, mode)
+    return {"logits": logits, "depth": final.depth_BxL, "iterations": final.t}
+  return predict
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  task: tasks.Task
+  params: model.Params
+  step: int
+
+  @functools.cached_property
+  def _predictors(self) -> dict[str, Predict]:
+    return {mode: predictor(self.config, mode) for mode in recurrence.DRIVERS}
+
+  def predict(self, inputs, mode: str = "while") -> dict:
+    """Logits, per-token depth (block applications) and loop iterations, as NumPy arrays."""
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 2 or not np.issubdtype(inputs.dtype, np.integer):
+      raise ValueError(f"inputs must be an integer array [batch, length], got {inputs.dtype} "
+                       f"{inputs.shape}")
+    bad = inputs[(inputs < 0) | (inputs >= self.task.vocab_size)]
+    if bad.size:
+      raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, "
+                       f"{self.task.vocab_size}) of task {self.task.name!r}")
+    if mode not in self._predictors:
+      raise ValueError(f"mode must be one of {', '.join(self._predictors)}, got {mode!r}")
+    out = self._predictors[mode](self.params, inputs.astype(np.int32))
+    return jax.tree.map(np.asarray, out)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise UserError(f"no run in {workdir!r} (missing config.json); train one with "
+                    "python -m anira_jax.main --config=configs/<task>.py --workdir=DIR")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run(workdir: str) -> Run:
+  """The latest checkpoint of a training run directory."""
+  cfg = load_config(workdir)
+  task = config_lib.validate(cfg)
+  mngr = checkpoint.manager(workdir, read_only=True)
+  like = jax.eval_shape(lambda: optimizer.init_state(cfg, task))
+  state = checkpoint.restore(mngr, like)
+  if state is None:
+    raise UserError(f"no checkpoint in {workdir}/checkpoints; train first or check the path")
+  return Run(config=cfg, task=task, params=state["params"], step=int(state["step"]))

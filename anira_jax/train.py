@@ -1,0 +1,168 @@
+"""train_and_evaluate: the training loop, its logging, checkpoints and evaluation."""
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from anira_jax import checkpoint, config as config_lib, data, evaluate, losses, optimizer, runs
+from anira_jax.cli import UserError
+from anira_jax.parallel import AXIS, DataParallel
+
+COLLAPSE_STD = 0.1
+COLLAPSE_LOGS = 3
+
+
+def train_step(cfg: ml_collections.ConfigDict, opt: optax.GradientTransformation, state: dict,
+               batch: dict) -> tuple[dict, dict]:
+  """One per-device step: gradients averaged over the data axis, metrics reduced across it."""
+  def loss_fn(params):
+    return losses.objective(cfg, params, batch, state["step"], AXIS)
+  (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = opt.update(grads, state["opt_state"], state["params"])
+  new_state = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+               "opt_state": opt_state}
+  return new_state, {"mean": jax.lax.pmean(aux["mean"], AXIS),
+                     "sum": jax.lax.psum(aux["sum"], AXIS)}
+
+
+def summarize(out: dict) -> dict:
+  """Host-side metrics from the reduced step outputs."""
+  m, s = jax.tree.map(np.asarray, out["mean"]), jax.tree.map(np.asarray, out["sum"])
+  n = max(float(s["answer_tokens"]), 1.0)
+  mean_depth = float(s["depth_sum"]) / n
+  return {
+      **{k: float(v) for k, v in m.items()},
+      "token_accuracy": float(s["correct"]) / n,
+      "mean_depth": mean_depth,
+      "depth_std": math.sqrt(max(float(s["depth_sq_sum"]) / n - mean_depth**2, 0.0)),
+      "depth_fraction": [round(float(x) / n, 6) for x in s["depth_hist"]],
+      "halt_prob": [round(float(p / c), 6) if c else None
+                    for p, c in zip(s["halt_prob_sum"], s["halt_prob_count"])],
+  }
+
+
+class CollapseMonitor:
+  """Warns once when depth has collapsed for COLLAPSE_LOGS consecutive logs."""
+
+  def __init__(self):
+    self.streak, self.warned = 0, False
+
+  def __call__(self, step: int, metrics: dict) -> str | None:
+    collapsed = metrics["depth_std"] < COLLAPSE_STD or max(metrics["depth_fraction"]) == 1.0
+    self.streak = self.streak + 1 if collapsed else 0
+    if self.streak >= COLLAPSE_LOGS and not self.warned:
+      self.warned = True
+      return (f"warning: depth collapsed at step {step}: mean depth "
+              f"{metrics['mean_depth']:.2f}, std {metrics['depth_std']:.3f} over "
+              f"{COLLAPSE_LOGS} logs; see docs/halting.md for remedies")
+    return None
+
+
+def _format(step: int, m: dict) -> str:
+  return (f"step {step:>6}  loss {m['loss']:.4f}  ce {m['ce']:.4f}  acc {m['token_accuracy']:.3f}"
+          f"  depth {m['mean_depth']:.2f}±{m['depth_std']:.2f}  {m['steps_per_sec']:.1f} steps/s")
+
+
+def _append_jsonl(path: str, record: dict, keep_until: int | None = None) -> None:
+  """Appends a record; with keep_until, first drops lines of steps after it (a resumed run)."""
+  if keep_until is not None and os.path.exists(path):
+    with open(path) as f:
+      lines = [l for l in f if json.loads(l)["step"] <= keep_until]
+    with open(path, "w") as f:
+      f.writelines(lines)
+  if record:
+    with open(path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
+  if cfg.train.batch_size % n:
+    raise config_lib.ConfigError(
+        f"train.batch_size {cfg.train.batch_size} is not divisible by the {n} devices; "
+        f"use a multiple of {n}")
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
+                       devices: list[jax.Device] | None = None) -> dict:
+  """Trains (resuming from the latest checkpoint in workdir), evaluates, writes eval.json.
+
+  Runs data-parallel over `devices` (default: all). Returns the evaluation result."""
+  task = config_lib.validate(cfg)
+  opt = optimizer.make(cfg.train)
+  parallel = DataParallel(cfg.parallel.mode, lambda st, b: train_step(cfg, opt, st, b), devices)
+  _check_devices(cfg, len(parallel.devices))
+  mngr = checkpoint.manager(workdir)
+  host_state = optimizer.init_state(cfg, task)
+  restored = checkpoint.restore(mngr, host_state)
+  host_state = restored if restored is not None else host_state
+  start = int(host_state["step"])
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(cfg.to_json(indent=1))
+    _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {}, keep_until=start)
+  if restored is not None:
+    print(f"resuming from step {start} in {workdir}")
+  state = parallel.put_state(host_state)
+  predict = runs.predictor(cfg, "while")
+  eval_sets = data.eval_sets(cfg, task)
+  rows = parallel.process_slice(cfg.train.batch_size)
+
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  monitor = CollapseMonitor()
+  bar = tqdm.tqdm(total=cfg.train.steps, initial=start, unit="step", dynamic_ncols=True,
+                  disable=not sys.stdout.isatty() or bool(os.environ.get("CI")))
+  say = bar.write if not bar.disable else print
+  last_good, tick = start, time.perf_counter()
+  try:
+    for step in range(start, cfg.train.steps):
+      batch = data.train_batch(cfg, task, step)
+      state, out = parallel(state, parallel.put_batch({k: v[rows] for k, v in batch.items()}))
+      done = step + 1
+      loss = float(out["mean"]["loss"])
+      if not math.isfinite(loss):
+        raise UserError(f"loss became {loss} at step {done}; training stopped, the last good "
+                        f"checkpoint (step {mngr.latest_step()}) is kept; lower "
+                        "train.learning_rate or halting.penalty_weight")
+      bar.update(1)
+      if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+        metrics = summarize(out)
+        metrics["steps_per_sec"] = (done - last_good) / (time.perf_counter() - tick)
+        last_good, tick = done, time.perf_counter()
+        if is_main:
+          _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
+        say(_format(done, metrics))
+        if cfg.model.variant in ("anira_o", "anira_e") and (warning := monitor(done, metrics)):
+          say(warning)
+      if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop["signal"]:
+        checkpoint.save(mngr, done, parallel.get_state(state))
+      if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
+        evaluate.write(workdir, done, evaluate.evaluate(
+            cfg, task, parallel.get_state(state)["params"], predict, eval_sets))
+      if stop["signal"]:
+        mngr.wait_until_finished()
+        say(f"stopped by signal {stop['signal']} at step {done}; checkpoint saved, rerun the same "
+            "command to resume")
+        return {}
+  finally:
+    bar.close()
+    signal.signal(signal.SIGTERM, previous)
+    mngr.wait_until_finished()
+  final = parallel.get_state(state)
+  if start == cfg.train.steps and restored is None:
+    checkpoint.save(mngr, 0, final)
+    mngr.wait_until_finished()
+  result = evaluate.evaluate(cfg, task, final["params"], predict, eval_sets)
+  if is_main:
+    evaluate.write(workdir, int(final["step"]), result)
+  return result

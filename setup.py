@@ -1,0 +1,28 @@
+"""anira_jax: token-level adaptive computation in recurrent Transformers (JAX/Flax)."""
+import setuptools
+
+setuptools.setup(
+    name="anira_jax",
+    version="0.1.0",
+    description="Token-level adaptive computation in recurrent Transformers: ANIRA-E and ANIRA-O "
+                "on complexity-controlled tasks.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["anira_jax", "anira_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.8",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "chex>=0.1.89",
+        "ml-collections>=1.0",
+        "numpy>=1.26",
+        "tensorflow-datasets>=4.9.9",
+        "array_record>=0.7",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+)

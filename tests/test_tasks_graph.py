@@ -1,0 +1,120 @@
+"""Graph: Kahn order and features against a brute-force reference built from `problem`."""
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from anira_jax import tasks  # noqa: E402
+from anira_jax.tasks.base import PAD, SEP  # noqa: E402
+
+SIZES = (1, 2, 4, 9, 16, 24)
+
+
+def reference(n: int, edges: list[list[int]]) -> tuple[list[int], dict[str, list[int]]]:
+  """Kahn by rescanning every edge each step; depths by memoised DFS over parents."""
+  remaining, order, frontiers, newly, previous = set(range(n)), [], [], [], set()
+  while remaining:
+    available = [v for v in sorted(remaining)
+                 if not any(u in remaining and w == v for u, w in edges)]
+    newly.append(len(set(available) - previous))
+    frontiers.append(len(available))
+    order.append(available[0])
+    remaining.remove(available[0])
+    previous = set(available)
+
+  memo = {}
+
+  def depth(v: int) -> int:
+    if v not in memo:
+      memo[v] = max((depth(u) + 1 for u, w in edges if w == v), default=0)
+    return memo[v]
+
+  degree = lambda v: sum((u == v) + (w == v) for u, w in edges)
+  return order, {
+      "num_nodes": [n] * n,
+      "num_edges": [len(edges)] * n,
+      "in_degree": [sum(w == v for _, w in edges) for v in order],
+      "out_degree": [sum(u == v for u, _ in edges) for v in order],
+      "max_degree": [max(degree(v) for v in range(n))] * n,
+      "frontier_size": frontiers,
+      "newly_enabled": newly,
+      "depth": [depth(v) for v in order],
+  }
+
+
+@pytest.mark.parametrize("options", [{}, {"edge_prob": 0.6, "max_in_degree": 5}])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("size", SIZES)
+def test_answers_and_features_match_reference(size, seed, options):
+  task = tasks.get("graph", **options)
+  for ex in task.examples(seed, size, 6):
+    n, edges = ex.problem["num_nodes"], ex.problem["edges"]
+    assert n == size and edges == sorted(edges)
+    assert len({tuple(e) for e in edges}) == len(edges)
+    assert all(sum(w == v for _, w in edges) <= task.max_in_degree for v in range(n))
+    answer, features = reference(n, edges)
+    assert ex.answer == answer
+    assert ex.features == features
+    position = {v: i for i, v in enumerate(ex.answer)}
+    assert sorted(ex.answer) == list(range(n))
+    assert all(position[u] < position[v] for u, v in edges)
+    expected_prompt = [2 + n - 1]
+    for u, v in edges:
+      expected_prompt += [2 + task.max_nodes, 2 + u, 2 + v]
+    assert ex.prompt_tokens == expected_prompt
+    assert ex.answer_tokens == [2 + v for v in answer]
+
+
+def test_labels_are_not_topological_and_knobs_act():
+  task = tasks.get("graph")
+  assert any(ex.answer != sorted(ex.answer) for ex in task.examples(0, 8, 20))
+  empty = tasks.get("graph", edge_prob=0.0).examples(0, 6, 3)
+  for ex in empty:
+    assert ex.problem["edges"] == [] and ex.answer == list(range(6))
+    assert ex.features["frontier_size"] == [6, 5, 4, 3, 2, 1]
+  complete = tasks.get("graph", edge_prob=1.0, max_in_degree=10)
+  for ex in complete.examples(0, 6, 3):
+    assert len(ex.problem["edges"]) == 15
+    assert ex.features["frontier_size"] == [1] * 6
+    assert ex.features["depth"] == list(range(6))
+    assert len(ex.prompt_tokens) + len(ex.answer_tokens) == complete.seq_len(6)   # bound is tight
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sample_arrays(size):
+  task = tasks.get("graph")
+  batch, length = 8, task.seq_len(size)
+  arrays = task.sample(3, size, batch)
+  examples = task.examples(3, size, batch)
+  assert arrays["inputs"].shape == arrays["targets"].shape == (batch, length)
+  assert arrays["inputs"].dtype == arrays["targets"].dtype == np.int32
+  assert arrays["loss_mask"].shape == (batch, length) and arrays["loss_mask"].dtype == bool
+  assert arrays["inputs"].max() < task.vocab_size and arrays["targets"].max() < task.vocab_size
+  for b, ex in enumerate(examples):
+    start, mask = len(ex.prompt_tokens), arrays["loss_mask"][b]
+    assert np.flatnonzero(mask).tolist() == list(range(start, start + len(ex.answer)))
+    assert [int(t) - 2 for t in arrays["targets"][b][mask]] == ex.answer
+    assert arrays["inputs"][b, start] == SEP
+    assert (arrays["inputs"][b, start + len(ex.answer):] == PAD).all()
+    for name, values in arrays["features"].items():
+      assert values.shape == (batch, length) and values.dtype == np.float32
+      assert (values[b][~mask] == 0).all()
+      assert values[b][mask].tolist() == ex.features[name]
+
+
+def test_determinism_seq_len_bound_and_size_limits():
+  task = tasks.get("graph")
+  a, b, c = task.sample(5, 10, 4), task.sample(5, 10, 4), task.sample(6, 10, 4)
+  np.testing.assert_array_equal(a["inputs"], b["inputs"])
+  assert not np.array_equal(a["inputs"], c["inputs"])
+  for options in ({}, {"edge_prob": 0.9, "max_in_degree": 4}):
+    task = tasks.get("graph", **options)
+    for size in SIZES:
+      for ex in task.examples(1, size, 50):
+        assert len(ex.prompt_tokens) + len(ex.answer_tokens) <= task.seq_len(size)
+  with pytest.raises(ValueError):
+    task.examples(0, task.max_nodes + 1, 1)
+  with pytest.raises(ValueError):
+    tasks.get("graph", edge_prob=1.5)
