@@ -24,5 +24,6 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "bench": ["torch==2.13.0"],
     },
 )

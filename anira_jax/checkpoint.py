@@ -12,10 +12,10 @@ import orbax.checkpoint as ocp
 from anira_jax.cli import UserError
 
 
-def manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
+def manager(workdir: str, create: bool = True) -> ocp.CheckpointManager:
+  """Keeps the latest two checkpoints; `create=False` to only read existing ones."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only,
-                                         read_only=read_only)
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=create)
   return ocp.CheckpointManager(directory, options=options)
 
 

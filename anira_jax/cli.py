@@ -1,4 +1,5 @@
 """Command-line plumbing shared by every entry point: bad input gives one line and exit 2."""
+import ast
 import importlib.util
 import os
 import sys
@@ -24,13 +25,39 @@ def one_line(error: BaseException) -> str:
   return lines[-1] if lines else type(error).__name__
 
 
-def _load_base(spec: str):
-  """Calls get_config of a config file `path[:arg]` without any override."""
-  path, _, arg = spec.partition(":")
+def load_config_file(path: str, arg: str = ""):
+  """get_config(arg) of a config file, as `--config=path:arg` would give it."""
+  if not os.path.isfile(path):
+    raise UserError(f"config file not found: {path}")
   module_spec = importlib.util.spec_from_file_location("_anira_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def override(config, key: str, text: str) -> None:
+  """Sets config.<key> from text, like --config.<key>=<text> (Python literal, else a string)."""
+  *parents, leaf = key.split(".")
+  node = config
+  for part in parents:
+    if not hasattr(node, "keys") or part not in node:
+      raise UserError(f"unknown config key {key!r}")
+    node = node[part]
+  if not hasattr(node, "keys") or leaf not in node:
+    raise UserError(f"unknown config key {key!r}")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  try:
+    node[leaf] = value
+  except TypeError as e:
+    raise UserError(f"bad value for {key}: {e}") from None
+
+
+def _load_base(spec: str):
+  path, _, arg = spec.partition(":")
+  return load_config_file(path, arg)
 
 
 def _has_key(config, key: str) -> bool:
@@ -66,7 +93,10 @@ def config_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[s
   def parse(argv: list[str]) -> list[str]:
     try:
       rest = flags.FLAGS(argv)
-      _ = config_flag.value
+      config = config_flag.value
+      if config is None:
+        raise UserError("no --config")
+      config.keys()  # a file that failed to load only raises on first access
     except Exception as e:  # pylint: disable=broad-except
       fail(diagnose_config(argv, e))
     return rest

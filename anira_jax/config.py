@@ -5,7 +5,9 @@ from anira_jax import cli, halting, tasks
 from anira_jax.model import VARIANTS
 
 PARALLEL_MODES = ("shard_map", "pmap")
+DISTRIBUTED = ("off", "auto", "explicit")
 POSITIONS = ("rope", "none")
+OUTPUTS = ("state", "distribution")
 
 
 class ConfigError(cli.UserError, ValueError):
@@ -36,6 +38,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.positions = "rope"
 
   c.halting = ml_collections.ConfigDict()
+  c.halting.output = "state"        # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
   c.halting.threshold = 0.01        # halt once the survival prod(1 - lambda) <= threshold
   c.halting.temperature = 1.0       # lambda = sigmoid(logit / temperature)
   c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
@@ -59,9 +62,14 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.seed = 1234                # evaluation sets do not depend on the training seed
   c.eval.examples = 256             # per size
+  c.eval.data_dir = ""              # frozen TFDS sets (python -m anira_jax.tasks build); "" = generate
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = "shard_map"
+  c.parallel.distributed = "off"      # "auto": jax.distributed.initialize() detects the cluster
+  c.parallel.coordinator_address = "" # "explicit": host:port of process 0, and the two below
+  c.parallel.num_processes = 1
+  c.parallel.process_id = 0
   return c
 
 
@@ -110,6 +118,7 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(m.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}")
   _check(h.penalty in halting.PENALTIES,
          f"unknown halting.penalty {h.penalty!r}; valid: {', '.join(halting.PENALTIES)}")
+  _check(h.output in OUTPUTS, f"halting.output must be one of {', '.join(OUTPUTS)}")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
   _check(0.0 < h.prior_lambda < 1.0, "halting.prior_lambda must be in (0, 1)")
@@ -119,6 +128,12 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   for every in ("log_every", "eval_every", "checkpoint_every"):
     _check(t[every] > 0, f"train.{every} must be positive, got {t[every]}")
   _check(c.eval.examples > 0, f"eval.examples must be positive, got {c.eval.examples}")
+  _check(c.parallel.distributed in DISTRIBUTED,
+         f"parallel.distributed must be one of {', '.join(DISTRIBUTED)}")
+  _check(c.parallel.distributed != "explicit" or (
+      c.parallel.coordinator_address and 0 <= c.parallel.process_id < c.parallel.num_processes),
+         "parallel.distributed=explicit needs parallel.coordinator_address=host:port and "
+         "0 <= parallel.process_id < parallel.num_processes")
   _check(c.parallel.mode in PARALLEL_MODES,
          f"parallel.mode must be one of {', '.join(PARALLEL_MODES)}, got {c.parallel.mode!r}")
   return task

@@ -25,6 +25,32 @@ def train_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int) -> 
 
 
 def eval_sets(cfg: ml_collections.ConfigDict, task: tasks.Task) -> dict[int, dict]:
-  """One fixed batch of cfg.eval.examples per evaluation size (independent of cfg.seed)."""
+  """One fixed batch of cfg.eval.examples per evaluation size (independent of cfg.seed): read
+  from the frozen TFDS dataset under cfg.eval.data_dir when set, else generated."""
+  if cfg.eval.data_dir:
+    return {int(size): frozen_set(cfg.eval.data_dir, task, int(size), cfg.eval.examples)
+            for size in cfg.task.eval_sizes}
   return {int(size): task.sample(cfg.eval.seed, int(size), cfg.eval.examples)
           for size in cfg.task.eval_sizes}
+
+
+def frozen_set(data_dir: str, task: tasks.Task, size: int, count: int) -> dict:
+  """The first `count` examples of split size_<size> of the TFDS dataset anira_<task>, built by
+  `python -m anira_jax.tasks build`, as a batch like `task.sample` returns."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  name, split = f"anira_{task.name}", f"size_{size}"
+  try:
+    source = tfds.data_source(name, data_dir=data_dir, split=split)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot read {name} split {split} from {data_dir} ({type(e).__name__}); "
+                     f"build it with python -m anira_jax.tasks build --task {task.name} "
+                     f"--sizes ... --data_dir {data_dir}") from None
+  if len(source) < count:
+    raise ValueError(f"{name} split {split} in {data_dir} has {len(source)} examples, "
+                     f"fewer than eval.examples {count}")
+  records = [source[i] for i in range(count)]
+  stack = lambda key: np.stack([r[key] for r in records])
+  return {"inputs": stack("inputs"), "targets": stack("targets"),
+          "loss_mask": stack("loss_mask"),
+          "features": {k: stack(f"feature_{k}") for k in task.feature_kinds},
+          "feature_kinds": dict(task.feature_kinds)}

@@ -20,39 +20,79 @@ def depth_summary(depth_BxL: np.ndarray, mask_BxL: np.ndarray, k_max: int) -> di
           "depth_hist": [round(float(x), 6) for x in hist]}
 
 
-def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Params,
-             predict: runs.Predict, sets: dict[int, dict]) -> dict:
-  """Token and sequence accuracy and depth statistics on answer tokens, per size."""
-  hi = cfg.task.train_sizes[1]
+def predict_sets(params: model.Params, predict: runs.Predict,
+                 sets: dict[int, dict]) -> dict[int, dict]:
+  """Greedy predictions and depths per size (sets padded to one length: a single compile)."""
   length = max(b["inputs"].shape[1] for b in sets.values())
+  out = {}
+  for size, batch in sets.items():
+    width = batch["inputs"].shape[1]
+    res = predict(params, np.pad(batch["inputs"], ((0, 0), (0, length - width))))
+    out[size] = {"pred": np.asarray(res["logits"])[:, :width].argmax(-1),
+                 "depth": np.asarray(res["depth"])[:, :width]}
+  return out
+
+
+def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Params,
+             predict: runs.Predict, sets: dict[int, dict]) -> tuple[dict, dict]:
+  """(eval.json content, per-token records) on answer tokens, per size.
+
+  Teacher-forced: a sequence counts as correct when every answer token is, which is exactly when
+  greedy decoding reproduces the answer."""
+  lo, hi = cfg.task.train_sizes
+  predictions = predict_sets(params, predict, sets)
   sizes = {}
   for size, batch in sets.items():
-    pad = ((0, 0), (0, length - batch["inputs"].shape[1]))
-    out = predict(params, np.pad(batch["inputs"], pad))
-    width = batch["inputs"].shape[1]
-    pred = np.asarray(out["logits"])[:, :width].argmax(-1)
-    depth = np.asarray(out["depth"])[:, :width]
     mask = batch["loss_mask"]
-    right = (pred == batch["targets"]) | ~mask
+    right = (predictions[size]["pred"] == batch["targets"]) | ~mask
     sizes[str(size)] = {
         "token_accuracy": float(right[mask].mean()),
         "sequence_accuracy": float(right.all(axis=1).mean()),
-        **depth_summary(depth, mask, cfg.model.k_max),
-        "in_distribution": bool(cfg.task.train_sizes[0] <= size <= hi),
+        **depth_summary(predictions[size]["depth"], mask, cfg.model.k_max),
+        "in_distribution": bool(lo <= size <= hi),
     }
-  return {"task": task.name, "variant": cfg.model.variant, "sizes": sizes}
+  result = {"task": task.name, "variant": cfg.model.variant, "sizes": sizes}
+  return result, token_records(sets, predictions, (lo, hi))
 
 
-def write(workdir: str, step: int, result: dict) -> None:
+def token_records(sets: dict[int, dict], predictions: dict[int, dict],
+                  train_sizes: tuple[int, int]) -> dict[str, np.ndarray]:
+  """One row per answer token: size, example, position, depth, correct, in_distribution, and
+  every task feature under "feature/<name>"."""
+  rows = {}
+  for size, batch in sets.items():
+    mask = batch["loss_mask"]
+    example, position = np.nonzero(mask)
+    columns = {
+        "size": np.full(example.size, size), "example": example, "position": position,
+        "depth": predictions[size]["depth"][mask],
+        "correct": (predictions[size]["pred"] == batch["targets"])[mask],
+        "in_distribution": np.full(example.size, train_sizes[0] <= size <= train_sizes[1]),
+        **{f"feature/{k}": v[mask] for k, v in batch["features"].items()}}
+    for k, v in columns.items():
+      rows.setdefault(k, []).append(v)
+  return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def load_records(workdir: str) -> dict[str, np.ndarray]:
+  """The per-token records of a run's last evaluation (`tokens.npz`), as NumPy columns."""
+  with np.load(os.path.join(workdir, "tokens.npz")) as f:
+    return dict(f)
+
+
+def write(workdir: str, step: int, result: dict, records: dict[str, np.ndarray]) -> None:
+  """eval.json and tokens.npz of a run directory."""
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump({"step": step, **result}, f, indent=1)
+  np.savez_compressed(os.path.join(workdir, "tokens.npz"), **records)
 
 
 def evaluate_run(workdir: str) -> dict:
   run = runs.load_run(workdir)
-  result = evaluate(run.config, run.task, run.params, runs.predictor(run.config, "while"),
-                    data.eval_sets(run.config, run.task))
-  write(workdir, run.step, result)
+  result, records = evaluate(run.config, run.task, run.params,
+                             runs.predictor(run.config, "while"),
+                             data.eval_sets(run.config, run.task))
+  write(workdir, run.step, result, records)
   return result
 
 

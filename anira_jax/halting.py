@@ -60,7 +60,7 @@ def depth_prior(kind: str, k_max: int, prior_lambda: float) -> jax.Array:
 def kl_to_prior(weights_BxLxK: jax.Array, prior_K: jax.Array) -> jax.Array:
   """KL(w || prior) per token, with 0 log 0 = 0."""
   return jnp.sum(jax.scipy.special.xlogy(weights_BxLxK, weights_BxLxK)
-                 - weights_BxLxK * jnp.log(prior_K), axis=-1)
+                 - weights_BxLxK * jnp.log(prior_K)[None, None, :], axis=-1)
 
 
 def penalty(kind: str, weights_BxLxK: jax.Array, depth_BxL: jax.Array,

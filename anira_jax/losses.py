@@ -20,7 +20,7 @@ def depth_stats(depth_BxL: jax.Array, probs_BxLxK: jax.Array, mask_BxL: jax.Arra
   """Sums over answer tokens, for logging: depth moments, histogram, mean lambda per iteration."""
   k_max = probs_BxLxK.shape[-1]
   m = mask_BxL.astype(jnp.float32)
-  reached_BxLxK = (depth_BxL[..., None] > jnp.arange(k_max)) & mask_BxL[..., None]
+  reached_BxLxK = (depth_BxL[..., None] > jnp.arange(k_max)[None, None, :]) & mask_BxL[..., None]
   return {
       "depth_sum": jnp.sum(depth_BxL * m),
       "depth_sq_sum": jnp.sum(jnp.square(depth_BxL) * m),

@@ -98,7 +98,7 @@ def block(cfg: ml_collections.ConfigDict, params: Params, h_BxLxD: jax.Array,
   """Iteration t (0-based) of the core: the shared layer, or layer t of a standard stack."""
   core = params["core"]
   if cfg.variant == "transformer":
-    core = jax.tree.map(lambda p: p[t], core)
+    core = jax.tree.map(lambda p: jnp.asarray(p)[t], core)  # p may be a host (NumPy) array
   return _layer(cfg).apply({"params": core}, h_BxLxD)
 
 
@@ -108,7 +108,10 @@ def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:
   return nn.Dense(features).apply({"params": params["halt"]}, h_BxLxD)
 
 
+def vocab_size(params: Params) -> int:
+  return params["readout"]["out"]["kernel"].shape[-1]
+
+
 def readout(params: Params, h_BxLxD: jax.Array) -> jax.Array:
-  vocab = params["readout"]["out"]["kernel"].shape[-1]
   x = nn.LayerNorm().apply({"params": params["readout"]["norm"]}, h_BxLxD)
-  return nn.Dense(vocab).apply({"params": params["readout"]["out"]}, x)
+  return nn.Dense(vocab_size(params)).apply({"params": params["readout"]["out"]}, x)

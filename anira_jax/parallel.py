@@ -7,10 +7,19 @@ slice of the global batch; only the placement differs between the two modes.
 from typing import Any, Callable
 
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 AXIS = "data"
+
+
+def initialize(p: ml_collections.ConfigDict) -> None:
+  """Joins a multi-process job per config.parallel (before any device is touched)."""
+  if p.distributed == "auto":
+    jax.distributed.initialize()
+  elif p.distributed == "explicit":
+    jax.distributed.initialize(p.coordinator_address, p.num_processes, p.process_id)
 
 
 class DataParallel:
@@ -40,15 +49,17 @@ class DataParallel:
     return slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
 
   def put_state(self, state: Any) -> Any:
-    if self.mode == "pmap":
-      return jax.device_put_replicated(state, self.local_devices)
+    if self.mode == "pmap":  # a copy per local device on a leading axis (device_put_replicated,
+      n = len(self.local_devices)  # which JAX 0.10 removed)
+      stacked = NamedSharding(jax.sharding.Mesh(np.array(self.local_devices), (AXIS,)), P(AXIS))
+      return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * n), stacked), state)
     return jax.device_put(state, self._replicated)
 
   def get_state(self, state: Any) -> Any:
     """The replicated state as host NumPy arrays, without the device axis."""
     if self.mode == "pmap":
-      state = jax.tree.map(lambda x: x[0], state)
-    return jax.tree.map(np.asarray, jax.device_get(state))
+      return jax.tree.map(lambda x: np.asarray(x[0]), state)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state)
 
   def put_batch(self, local_batch: dict) -> dict:
     if self.mode == "pmap":

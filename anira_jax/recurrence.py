@@ -18,7 +18,7 @@ from anira_jax.tasks.base import PAD
 
 class State(NamedTuple):
   h_BxLxD: jax.Array        # current state; frozen once the token halts
-  out_BxLxD: jax.Array      # sum_t w_t h_t, the output the readout sees
+  out_BxLxO: jax.Array      # sum_t w_t h_t (O = D), or sum_t w_t softmax(readout(h_t)) (O = V)
   survival_BxL: jax.Array   # S_t
   halted_BxL: jax.Array     # bool
   depth_BxL: jax.Array      # int32 block applications so far
@@ -27,13 +27,14 @@ class State(NamedTuple):
   t: jax.Array              # int32 iterations executed
 
 
-def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int) -> State:
+def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: int) -> State:
   """Padding tokens start halted with depth 0; every real token is active.
 
   Buffers are built from the inputs (`*_like`) so that under shard_map they vary over the data
   axis like the values the step writes into them."""
-  zeros_BxLxK = jnp.zeros_like(h0_BxLxD[..., :1], shape=h0_BxLxD.shape[:2] + (k_max,))
-  return State(h_BxLxD=h0_BxLxD, out_BxLxD=jnp.zeros_like(h0_BxLxD),
+  zeros_like = lambda n: jnp.zeros_like(h0_BxLxD[..., :1], shape=h0_BxLxD.shape[:2] + (n,))
+  zeros_BxLxK = zeros_like(k_max)
+  return State(h_BxLxD=h0_BxLxD, out_BxLxO=zeros_like(out_dim),
                survival_BxL=jnp.ones_like(valid_BxL, jnp.float32), halted_BxL=~valid_BxL,
                depth_BxL=jnp.zeros_like(valid_BxL, jnp.int32),
                weights_BxLxK=zeros_BxLxK, probs_BxLxK=zeros_BxLxK, t=jnp.zeros((), jnp.int32))
@@ -58,9 +59,11 @@ def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.
   logits = halt_logits(cfg, params, h, early_BxLxK, s.t)
   lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, cfg.halting.temperature)
   u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold)
-  out = jnp.where(active_BxL[..., None], s.out_BxLxD + u.weight_BxL[..., None] * h, s.out_BxLxD)
+  contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))
+  out = jnp.where(active_BxL[..., None], s.out_BxLxO + u.weight_BxL[..., None] * contribution,
+                  s.out_BxLxO)
   at_t = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, s.t, axis=-1)
-  return State(h_BxLxD=h, out_BxLxD=out, survival_BxL=u.survival_BxL, halted_BxL=u.halted_BxL,
+  return State(h_BxLxD=h, out_BxLxO=out, survival_BxL=u.survival_BxL, halted_BxL=u.halted_BxL,
                depth_BxL=s.depth_BxL + active_BxL.astype(jnp.int32),
                weights_BxLxK=at_t(s.weights_BxLxK, u.weight_BxL),
                probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)), t=s.t + 1)
@@ -81,6 +84,7 @@ def run_while(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK:
 
 
 DRIVERS = {"scan": run_scan, "while": run_while}
+TINY = 1e-30  # floor of mixture probabilities before the log (keeps PAD rows finite)
 
 
 def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
@@ -90,8 +94,11 @@ def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxL
   B, L, _ = h0.shape
   early = (model.halt_logits(params, h0) if cfg.model.variant == "anira_e"
            else jnp.zeros((B, L, cfg.model.k_max)))
-  final = DRIVERS[mode](cfg, params, early, init_state(h0, valid_BxL, cfg.model.k_max))
-  return model.readout(params, final.out_BxLxD), final
+  out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]
+  final = DRIVERS[mode](cfg, params, early, init_state(h0, valid_BxL, cfg.model.k_max, out_dim))
+  if cfg.halting.output == "distribution":
+    return jnp.log(jnp.maximum(final.out_BxLxO, TINY)), final
+  return model.readout(params, final.out_BxLxO), final
 
 
 def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array,

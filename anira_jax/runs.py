@@ -67,7 +67,7 @@ def load_run(workdir: str) -> Run:
   """The latest checkpoint of a training run directory."""
   cfg = load_config(workdir)
   task = config_lib.validate(cfg)
-  mngr = checkpoint.manager(workdir, read_only=True)
+  mngr = checkpoint.manager(workdir, create=False)
   like = jax.eval_shape(lambda: optimizer.init_state(cfg, task))
   state = checkpoint.restore(mngr, like)
   if state is None:

@@ -110,7 +110,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(cfg.to_json(indent=1))
     _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {}, keep_until=start)
-  if restored is not None:
+  if restored is not None and is_main:
     print(f"resuming from step {start} in {workdir}")
   state = parallel.put_state(host_state)
   predict = runs.predictor(cfg, "while")
@@ -121,8 +121,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
   monitor = CollapseMonitor()
   bar = tqdm.tqdm(total=cfg.train.steps, initial=start, unit="step", dynamic_ncols=True,
-                  disable=not sys.stdout.isatty() or bool(os.environ.get("CI")))
-  say = bar.write if not bar.disable else print
+                  disable=not (is_main and sys.stdout.isatty()) or bool(os.environ.get("CI")))
+  say = bar.write if not bar.disable else print if is_main else lambda _: None
   last_good, tick = start, time.perf_counter()
   try:
     for step in range(start, cfg.train.steps):
@@ -147,7 +147,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop["signal"]:
         checkpoint.save(mngr, done, parallel.get_state(state))
       if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
-        evaluate.write(workdir, done, evaluate.evaluate(
+        evaluate.write(workdir, done, *evaluate.evaluate(
             cfg, task, parallel.get_state(state)["params"], predict, eval_sets))
       if stop["signal"]:
         mngr.wait_until_finished()
@@ -162,7 +162,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   if start == cfg.train.steps and restored is None:
     checkpoint.save(mngr, 0, final)
     mngr.wait_until_finished()
-  result = evaluate.evaluate(cfg, task, final["params"], predict, eval_sets)
+  result, records = evaluate.evaluate(cfg, task, final["params"], predict, eval_sets)
   if is_main:
-    evaluate.write(workdir, int(final["step"]), result)
+    evaluate.write(workdir, int(final["step"]), result, records)
   return result

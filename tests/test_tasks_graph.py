@@ -1,13 +1,8 @@
 """Graph: Kahn order and features against a brute-force reference built from `problem`."""
-import pathlib
-import sys
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from anira_jax import tasks  # noqa: E402
-from anira_jax.tasks.base import PAD, SEP  # noqa: E402
+from anira_jax import tasks
 
 SIZES = (1, 2, 4, 9, 16, 24)
 
@@ -82,38 +77,11 @@ def test_labels_are_not_topological_and_knobs_act():
     assert len(ex.prompt_tokens) + len(ex.answer_tokens) == complete.seq_len(6)   # bound is tight
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_sample_arrays(size):
-  task = tasks.get("graph")
-  batch, length = 8, task.seq_len(size)
-  arrays = task.sample(3, size, batch)
-  examples = task.examples(3, size, batch)
-  assert arrays["inputs"].shape == arrays["targets"].shape == (batch, length)
-  assert arrays["inputs"].dtype == arrays["targets"].dtype == np.int32
-  assert arrays["loss_mask"].shape == (batch, length) and arrays["loss_mask"].dtype == bool
-  assert arrays["inputs"].max() < task.vocab_size and arrays["targets"].max() < task.vocab_size
-  for b, ex in enumerate(examples):
-    start, mask = len(ex.prompt_tokens), arrays["loss_mask"][b]
-    assert np.flatnonzero(mask).tolist() == list(range(start, start + len(ex.answer)))
-    assert [int(t) - 2 for t in arrays["targets"][b][mask]] == ex.answer
-    assert arrays["inputs"][b, start] == SEP
-    assert (arrays["inputs"][b, start + len(ex.answer):] == PAD).all()
-    for name, values in arrays["features"].items():
-      assert values.shape == (batch, length) and values.dtype == np.float32
-      assert (values[b][~mask] == 0).all()
-      assert values[b][mask].tolist() == ex.features[name]
-
-
-def test_determinism_seq_len_bound_and_size_limits():
-  task = tasks.get("graph")
-  a, b, c = task.sample(5, 10, 4), task.sample(5, 10, 4), task.sample(6, 10, 4)
-  np.testing.assert_array_equal(a["inputs"], b["inputs"])
-  assert not np.array_equal(a["inputs"], c["inputs"])
-  for options in ({}, {"edge_prob": 0.9, "max_in_degree": 4}):
-    task = tasks.get("graph", **options)
-    for size in SIZES:
-      for ex in task.examples(1, size, 50):
-        assert len(ex.prompt_tokens) + len(ex.answer_tokens) <= task.seq_len(size)
+def test_dense_graphs_stay_within_bound_and_size_limits():
+  task = tasks.get("graph", edge_prob=0.9, max_in_degree=4)
+  for size in SIZES:
+    for ex in task.examples(1, size, 50):
+      assert len(ex.prompt_tokens) + len(ex.answer_tokens) <= task.seq_len(size)
   with pytest.raises(ValueError):
     task.examples(0, task.max_nodes + 1, 1)
   with pytest.raises(ValueError):

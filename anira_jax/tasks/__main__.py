@@ -11,7 +11,6 @@ task's minimum and seq_len(size) <= --max_len. Bad input: one line on stderr, ex
 """
 import argparse
 import json
-import sys
 
 from anira_jax import tasks
 

@@ -43,7 +43,7 @@ class AniraBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
-    # TFDS's lookup fails on the namespace package anira_jax without importlib_resources.
+    # TFDS's own lookup needs the `importlib_resources` backport, which this venv lacks.
     return epath.Path(__file__)
 
   def __init__(self, *, sizes: Sequence[int] = (), count: int = 0, seed: int = 0,

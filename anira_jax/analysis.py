@@ -1,0 +1,55 @@
+"""Alignment of per-token compute with per-token complexity, from evaluation token records.
+
+All functions take the columns of `evaluate.load_records` (one row per answer token).
+"""
+import numpy as np
+import scipy.stats
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+  """Rank correlation; 0.0 when either side is constant (no ordering to follow)."""
+  if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+    return 0.0
+  return float(scipy.stats.spearmanr(x, y).statistic)
+
+
+def spearman_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = 200,
+                level: float = 0.95) -> tuple[float, float, float]:
+  """(rho, low, high): Spearman with a percentile bootstrap interval over tokens."""
+  rng = np.random.default_rng(seed)
+  draws = [spearman(x[i], y[i]) for i in (rng.integers(0, x.size, x.size)
+                                           for _ in range(resamples))]
+  tail = 100 * (1 - level) / 2
+  return spearman(x, y), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
+
+def r_squared(features_NxF: np.ndarray, y_N: np.ndarray) -> float:
+  """R^2 of an ordinary least-squares fit of y on the features plus an intercept."""
+  if features_NxF.shape[1] == 0 or np.all(y_N == y_N[0]):
+    return 0.0
+  x = np.concatenate([features_NxF, np.ones((y_N.size, 1))], axis=1)
+  coef, *_ = np.linalg.lstsq(x, y_N, rcond=None)
+  residual = y_N - x @ coef
+  return float(1.0 - residual @ residual / np.sum((y_N - y_N.mean()) ** 2))
+
+
+def select(records: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+  return {k: v[mask] for k, v in records.items()}
+
+
+def feature_matrix(records: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+  return np.stack([records[f"feature/{n}"].astype(np.float64) for n in names], axis=1) \
+      if names else np.zeros((records["depth"].size, 0))
+
+
+def regression(records: dict[str, np.ndarray], feature_kinds: dict[str, str]) -> dict:
+  """R^2 of depth on structural features, on execution features, on both; the added R^2 of the
+  execution features over the structural ones."""
+  y = records["depth"].astype(np.float64)
+  structural = [n for n, k in feature_kinds.items() if k == "structural"]
+  execution = [n for n, k in feature_kinds.items() if k == "execution"]
+  r2 = {name: r_squared(feature_matrix(records, names), y)
+        for name, names in (("structural", structural), ("execution", execution),
+                            ("both", structural + execution))}
+  return {**{f"r2_{k}": v for k, v in r2.items()},
+          "r2_execution_added": r2["both"] - r2["structural"]}

@@ -1,0 +1,46 @@
+"""Alignment statistics: Spearman with bootstrap intervals and R^2 by feature group."""
+import numpy as np
+import pytest
+
+from anira_jax import analysis
+
+
+def test_spearman_is_rank_correlation():
+  x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+  assert analysis.spearman(x, x**3) == pytest.approx(1.0)
+  assert analysis.spearman(x, -x) == pytest.approx(-1.0)
+  assert analysis.spearman(x, np.array([2.0, 1.0, 4.0, 3.0, 5.0])) == pytest.approx(0.8)
+
+
+def test_spearman_of_constant_is_zero():
+  assert analysis.spearman(np.ones(10), np.arange(10.0)) == 0.0
+
+
+def test_spearman_ci_brackets_estimate():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=400)
+  y = x + rng.normal(size=400)
+  rho, low, high = analysis.spearman_ci(x, y, resamples=100)
+  assert low < rho < high
+  assert 0.5 < rho < 0.8
+  assert high - low < 0.2
+
+
+def test_r_squared_exact_and_noise():
+  rng = np.random.default_rng(0)
+  f = rng.normal(size=(200, 2))
+  assert analysis.r_squared(f, 3 * f[:, 0] - f[:, 1] + 2) == pytest.approx(1.0)
+  assert analysis.r_squared(f, rng.normal(size=200)) < 0.05
+
+
+def test_regression_separates_feature_groups():
+  rng = np.random.default_rng(1)
+  n = 500
+  records = {"feature/size": rng.integers(2, 9, n).astype(float),
+             "feature/frontier": rng.integers(1, 5, n).astype(float)}
+  records["depth"] = 2 * records["feature/frontier"]        # depth follows execution state only
+  out = analysis.regression(records, {"size": "structural", "frontier": "execution"})
+  assert out["r2_execution"] == pytest.approx(1.0)
+  assert out["r2_both"] == pytest.approx(1.0)
+  assert out["r2_structural"] < 0.05
+  assert out["r2_execution_added"] == pytest.approx(1.0 - out["r2_structural"])

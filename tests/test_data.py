@@ -1,0 +1,68 @@
+"""data.py: training batches are a pure function of (seed, step); evaluation sets are fixed."""
+import numpy as np
+import pytest
+
+from anira_jax import config as config_lib
+from anira_jax import data
+from anira_jax.tasks.base import PAD
+from conftest import tiny_config
+
+
+def _batch(seed, step, **overrides):
+  cfg = tiny_config("anira_o", seed=seed, **overrides)
+  return data.train_batch(cfg, config_lib.validate(cfg), step)
+
+
+def _assert_batches_equal(a, b):
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_train_batch_is_pure_function_of_seed_and_step():
+  later_first = _batch(0, 7)
+  for step in (3, 5):
+    _batch(0, step)   # other calls in between do not matter
+  _assert_batches_equal(_batch(0, 7), later_first)
+  _assert_batches_equal(_batch(0, 7, train__steps=5, model__k_max=2), later_first)
+  assert not np.array_equal(_batch(0, 8)["inputs"], later_first["inputs"])
+  assert not np.array_equal(_batch(1, 7)["inputs"], later_first["inputs"])
+
+
+@pytest.mark.parametrize("sizes", [(2, 4), (3, 3), (1, 5)])
+def test_train_batch_sizes_and_shapes(sizes):
+  cfg = tiny_config("fixed", task__train_sizes=sizes, train__batch_size=64)
+  task = config_lib.validate(cfg)
+  seen = set()
+  for step in range(3):
+    batch = data.train_batch(cfg, task, step)
+    assert set(batch) == set(data.TRAIN_KEYS)
+    length = task.seq_len(sizes[1])
+    for k in ("inputs", "targets", "loss_mask"):
+      assert batch[k].shape == (64, length), k
+    assert batch["inputs"].dtype == np.int32 and batch["targets"].dtype == np.int32
+    assert batch["loss_mask"].dtype == bool
+    n = batch["loss_mask"].sum(axis=1)            # answer tokens = the size, for sorting
+    np.testing.assert_array_equal((batch["inputs"] != PAD).sum(axis=1), 2 * n)
+    assert n.min() >= sizes[0] and n.max() <= sizes[1]
+    seen |= set(n.tolist())
+    # Targets are the inputs shifted by one, on the real part of every row.
+    real = batch["inputs"] != PAD
+    np.testing.assert_array_equal(batch["targets"][:, :-1][real[:, 1:]],
+                                  batch["inputs"][:, 1:][real[:, 1:]])
+  assert seen == set(range(sizes[0], sizes[1] + 1))   # every size in range is drawn
+
+
+def test_eval_sets_independent_of_training_seed():
+  a_cfg, b_cfg = tiny_config("anira_o", seed=0), tiny_config("anira_e", seed=123)
+  a = data.eval_sets(a_cfg, config_lib.validate(a_cfg))
+  b = data.eval_sets(b_cfg, config_lib.validate(b_cfg))
+  assert list(a) == list(b) == [2, 4, 6]
+  for size in a:
+    for k in ("inputs", "targets", "loss_mask"):
+      np.testing.assert_array_equal(a[size][k], b[size][k])
+    assert a[size]["inputs"].shape == (16, 2 * size)
+    np.testing.assert_array_equal(a[size]["loss_mask"].sum(1), size)
+  c_cfg = tiny_config("anira_o", eval__seed=99)
+  c = data.eval_sets(c_cfg, config_lib.validate(c_cfg))
+  assert not np.array_equal(c[4]["inputs"], a[4]["inputs"])

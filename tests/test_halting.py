@@ -1,0 +1,164 @@
+"""halting.py: the ACT rule, output weights, penalties and the penalty schedule, by hand."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anira_jax import halting
+from conftest import VARIANTS, forward, random_params, tiny_batch, tiny_config
+
+
+def f32(*values):
+  return jnp.asarray(values, jnp.float32)
+
+
+def test_conditional_probs_forced_to_one_at_last_step():
+  logits = f32(-1e9, -3.0, 0.0, 2.0)
+  np.testing.assert_array_equal(halting.conditional_probs(logits, jnp.asarray(3), 4, 1.0),
+                                np.ones(4, np.float32))
+  # -inf logits (the fixed/transformer variants) too.
+  np.testing.assert_array_equal(
+      halting.conditional_probs(jnp.full((2,), -jnp.inf), jnp.asarray(2), 3, 1.0), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_conditional_probs_before_last_step_are_sigmoid(t):
+  logits = f32(-2.0, 0.0, 2.0, -jnp.inf)
+  lam = halting.conditional_probs(logits, jnp.asarray(t), 4, 2.0)
+  expected = [1 / (1 + math.exp(1.0)), 0.5, 1 / (1 + math.exp(-1.0)), 0.0]
+  np.testing.assert_allclose(lam, expected, rtol=1e-6)
+
+
+def test_update_hand_computed():
+  # Token 0: continues. 1: survival drops to 0.0625 <= 0.1, halts, weight = remainder S_{t-1}.
+  # 2: continues. 3: already halted, untouched. 4: S_t == threshold exactly, halts ("<=").
+  lam = f32(0.5, 0.75, 0.25, 0.5, 0.5)
+  survival = f32(0.5, 0.25, 1.0, 0.125, 0.25)
+  halted = jnp.asarray([False, False, False, True, False])
+  u = halting.update(lam, survival, halted, threshold=0.125)
+  np.testing.assert_array_equal(u.weight_BxL, [0.25, 0.25, 0.25, 0.0, 0.25])
+  np.testing.assert_array_equal(u.survival_BxL, [0.25, 0.0625, 0.75, 0.125, 0.125])
+  np.testing.assert_array_equal(u.halted_BxL, [False, True, False, True, True])
+
+
+def test_update_forced_last_step_puts_remainder_on_it():
+  u = halting.update(f32(1.0, 1.0), f32(0.375, 1.0), jnp.asarray([False, False]), 0.01)
+  np.testing.assert_array_equal(u.weight_BxL, [0.375, 1.0])
+  np.testing.assert_array_equal(u.survival_BxL, [0.0, 0.0])
+  np.testing.assert_array_equal(u.halted_BxL, [True, True])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.01, 0.3])
+def test_weights_of_manual_run_sum_to_one(threshold):
+  """Random lambdas through the rule for K steps: sum_t w_t = 1 and depth matches the rule."""
+  k_max, n = 5, 64
+  logits = 2.0 * jax.random.normal(jax.random.key(0), (k_max, n))
+  survival, halted = jnp.ones(n), jnp.zeros(n, bool)
+  weights, lams, depth = [], [], jnp.zeros(n, jnp.int32)
+  for t in range(k_max):
+    lam = halting.conditional_probs(logits[t], jnp.asarray(t), k_max, 1.0)
+    depth = depth + (~halted).astype(jnp.int32)
+    u = halting.update(lam, survival, halted, threshold)
+    weights.append(u.weight_BxL)
+    lams.append(np.asarray(lam))
+    survival, halted = u.survival_BxL, u.halted_BxL
+  w = np.stack(weights, -1)
+  assert np.all(halted)
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+  # Reference (float32, same products): first t with prod_{s<=t}(1 - lam_s) <= threshold, else K.
+  expected = np.full(n, k_max)
+  for i in range(n):
+    s = np.float32(1.0)
+    for t in range(k_max - 1):
+      s = np.float32(s * (np.float32(1.0) - lams[t][i]))
+      if s <= threshold:
+        expected[i] = t + 1
+        break
+  np.testing.assert_array_equal(depth, expected)
+  after_halt = np.arange(k_max)[None, :] >= expected[:, None]
+  np.testing.assert_array_equal(w[after_halt], 0.0)
+  if threshold == 0.3:
+    assert len(set(expected.tolist())) > 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_weights_of_full_run_sum_to_one_per_real_token(variant):
+  cfg = tiny_config(variant, halting__threshold=0.1)
+  params = random_params(cfg, halt_bias=1.0)
+  batch = tiny_batch(cfg)
+  _, final = forward(cfg, params, batch["inputs"], "scan")
+  valid = batch["inputs"] != 0
+  assert not valid.all()  # the batch has padding
+  w = np.asarray(final.weights_BxLxK)
+  np.testing.assert_allclose(w.sum(-1)[valid], 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(w[~valid], 0.0)
+  if variant in ("fixed", "transformer"):
+    one_hot_last = np.zeros(cfg.model.k_max, np.float32)
+    one_hot_last[-1] = 1.0
+    np.testing.assert_array_equal(w[valid], np.broadcast_to(one_hot_last, w[valid].shape))
+
+
+def test_ponder_cost_hand_computed():
+  w = f32(0.5, 0.3, 0.2, 0.0)[None, None].repeat(3, axis=1)  # [1, 3, 4]
+  depth = jnp.asarray([[3, 1, 0]])
+  np.testing.assert_allclose(halting.ponder_cost(w, depth), [[3.2, 1.5, 0.5]], rtol=1e-6)
+  np.testing.assert_allclose(halting.penalty("ponder", w, depth, 0.2), [[3.2, 1.5, 0.5]],
+                             rtol=1e-6)
+
+
+def test_ponder_cost_gradient_flows_through_remainder_only():
+  w = f32(0.5, 0.3, 0.2, 0.0)[None, None]
+  g = jax.grad(lambda w: halting.ponder_cost(w, jnp.asarray([[3]])).sum())(w)
+  np.testing.assert_array_equal(g, [[[0.0, 0.0, 1.0, 0.0]]])
+
+
+def test_geometric_prior_hand_computed():
+  # 0.5 * 0.5^k for k = 0, 1, 2 is (1/2, 1/4, 1/8), renormalised: (4/7, 2/7, 1/7).
+  np.testing.assert_allclose(halting.depth_prior("kl_geometric", 3, 0.5), [4 / 7, 2 / 7, 1 / 7],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(halting.depth_prior("kl_uniform", 4, 0.5), [0.25] * 4)
+
+
+def test_kl_geometric_hand_computed():
+  w = f32(0.5, 0.5, 0.0)[None, None]
+  expected = 0.5 * math.log(0.5 / (4 / 7)) + 0.5 * math.log(0.5 / (2 / 7))
+  got = halting.penalty("kl_geometric", w, jnp.asarray([[2]]), 0.5)
+  np.testing.assert_allclose(got, [[expected]], rtol=1e-5)
+  np.testing.assert_allclose(
+      halting.kl_to_prior(w, halting.depth_prior("kl_geometric", 3, 0.5)), [[expected]], rtol=1e-5)
+
+
+def test_kl_uniform_hand_computed():
+  w = jnp.stack([f32(1.0, 0.0, 0.0, 0.0), f32(0.25, 0.25, 0.25, 0.25),
+                 f32(0.5, 0.0, 0.0, 0.5)])[None]
+  got = halting.penalty("kl_uniform", w, jnp.asarray([[1, 4, 4]]), 0.2)
+  np.testing.assert_allclose(got, [[math.log(4), 0.0, math.log(2)]], rtol=1e-6, atol=1e-7)
+
+
+def test_kl_of_padding_token_is_zero_and_finite():
+  w = jnp.zeros((1, 1, 3))
+  got = halting.penalty("kl_geometric", w, jnp.zeros((1, 1), jnp.int32), 0.2)
+  np.testing.assert_array_equal(got, [[0.0]])
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.0), (9, 0.0), (10, 0.02), (12, 0.06),
+                                           (14, 0.1), (15, 0.1), (1000, 0.1)])
+def test_penalty_scale_warmup_then_ramp(step, expected):
+  scale = halting.penalty_scale(jnp.asarray(step), 0.1, warmup=10, ramp=5)
+  assert float(scale) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.0), (2, 0.0), (3, 0.5), (50, 0.5)])
+def test_penalty_scale_without_ramp_jumps_to_full_weight(step, expected):
+  assert float(halting.penalty_scale(jnp.asarray(step), 0.5, warmup=3, ramp=0)) == expected
+
+
+def test_penalty_scale_no_warmup_is_full_from_start():
+  assert float(halting.penalty_scale(jnp.asarray(0), 0.01, 0, 0)) == pytest.approx(0.01)
+
+
+def test_unknown_penalty_raises():
+  with pytest.raises(ValueError, match=r"unknown halting.penalty 'l2'.*ponder, kl_geometric"):
+    halting.penalty("l2", jnp.zeros((1, 1, 2)), jnp.ones((1, 1), jnp.int32), 0.2)

@@ -1,0 +1,90 @@
+"""The training command line: bad input gives one short error and leaves runs untouched; a tiny
+run writes everything and prints its workdir last."""
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from conftest import run_module, stderr_lines, tiny_flags
+
+CONFIG = "--config=configs/sorting.py"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A tiny successful run through the command line (also the test of one)."""
+  workdir = tmp_path_factory.mktemp("cli_run") / "run"
+  proc = run_module("anira_jax.main", CONFIG, f"--workdir={workdir}",
+                    *tiny_flags(train__steps=5, train__log_every=5))
+  return workdir, proc
+
+
+def test_tiny_run_writes_everything_and_prints_workdir_last(finished_run):
+  workdir, proc = finished_run
+  assert proc.returncode == 0, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert proc.stdout.splitlines()[-1] == str(workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["model"]["variant"] == "anira_o" and config["train"]["steps"] == 5
+  metrics = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in metrics] == [5]
+  assert json.loads((workdir / "eval.json").read_text())["step"] == 5
+  assert (workdir / "tokens.npz").is_file()
+  assert [p.name for p in (workdir / "checkpoints").iterdir()] == ["5"]
+
+
+def _snapshot(root: pathlib.Path) -> dict:
+  return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).digest())
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+BAD = [
+    pytest.param(["--config.model.foo=1"], "unknown config key 'model.foo'", id="unknown-key"),
+    pytest.param(["--config=configs/sorting.py:bogus"],
+                 "unknown variant 'bogus'; valid variants: anira_o, anira_e, fixed, transformer",
+                 id="unknown-variant"),
+    pytest.param(["--config=configs/nonexistent.py"],
+                 "config file not found: configs/nonexistent.py", id="missing-config-file"),
+    pytest.param(["--config.task.train_sizes=(5,3)"], "min 5 exceeds max 3", id="min-above-max"),
+    pytest.param(["--config.task.train_sizes=(0,4)"], "size 0 is below the sorting minimum 1",
+                 id="zero-size"),
+    pytest.param(["--config.task.eval_sizes=(2,-3,8)"], "size -3 is below the sorting minimum 1",
+                 id="negative-size"),
+    pytest.param(["--config.task.eval_sizes=(2,4,40)"],
+                 "size 40 needs sequence length 80 > model.max_len 64", id="size-above-max-len"),
+    pytest.param(["--config.train.batch_size=0"], "train.batch_size must be positive, got 0",
+                 id="batch-size-0"),
+    pytest.param(["--config.train.batch_size=3"],
+                 "train.batch_size 3 is not divisible by the 2 devices", id="batch-not-divisible"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD)
+def test_bad_input_fails_cleanly_and_touches_nothing(finished_run, extra, message):
+  workdir, proc = finished_run
+  assert proc.returncode == 0
+  before = _snapshot(workdir)
+  assert before
+  args = [CONFIG] + extra if not extra[0].startswith("--config=") else extra
+  bad = run_module("anira_jax.main", *args, f"--workdir={workdir}")
+  lines = stderr_lines(bad)
+  assert bad.returncode != 0
+  assert 1 <= len(lines) <= 3, bad.stderr
+  assert "Traceback" not in bad.stderr
+  assert message in bad.stderr, bad.stderr
+  assert _snapshot(workdir) == before
+
+
+def test_bad_input_creates_no_workdir(tmp_path):
+  workdir = tmp_path / "new"
+  bad = run_module("anira_jax.main", CONFIG, "--config.train.batch_size=3",
+                   f"--workdir={workdir}")
+  assert bad.returncode == 2
+  assert not workdir.exists()
+
+
+def test_missing_config_flag():
+  bad = run_module("anira_jax.main")
+  assert bad.returncode != 0 and "Traceback" not in bad.stderr
+  assert len(stderr_lines(bad)) <= 3 and "--config" in bad.stderr

@@ -1,0 +1,150 @@
+"""model.py: parameter layout per variant, rotary embeddings, and the core layer indexing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anira_jax import model
+from conftest import VARIANTS, random_params, tiny_config
+
+VOCAB = 18  # sorting with 16 values + PAD + SEP
+
+
+def _layer_shapes(d: int, heads: int, mlp: int) -> dict:
+  k = d // heads
+  return {
+      "attn_norm": {"scale": (d,), "bias": (d,)},
+      "qkv": {"kernel": (d, 3, heads, k), "bias": (3, heads, k)},
+      "attn_out": {"kernel": (heads, k, d), "bias": (d,)},
+      "mlp_norm": {"scale": (d,), "bias": (d,)},
+      "mlp_in": {"kernel": (d, mlp * d), "bias": (mlp * d,)},
+      "mlp_out": {"kernel": (mlp * d, d), "bias": (d,)},
+  }
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: tuple(x.shape), tree)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_param_shapes(variant):
+  cfg = tiny_config(variant, model__prelude_layers=2, model__k_max=3)
+  m = cfg.model
+  params = random_params(cfg)
+  layer = _layer_shapes(m.d_model, m.num_heads, m.mlp_ratio)
+  assert set(params) == {"embed", "prelude", "core", "halt", "readout"}
+  assert _shapes(params["embed"]) == {"embedding": (VOCAB, m.d_model)}
+  assert [_shapes(p) for p in params["prelude"]] == [layer, layer]
+  if variant == "transformer":   # K distinct layers stacked on axis 0
+    assert _shapes(params["core"]) == jax.tree.map(lambda s: (m.k_max,) + s, layer,
+                                                   is_leaf=lambda x: isinstance(x, tuple))
+  else:                          # one shared layer
+    assert _shapes(params["core"]) == layer
+  halt_out = m.k_max if variant == "anira_e" else 1
+  assert _shapes(params["halt"]) == {"kernel": (m.d_model, halt_out), "bias": (halt_out,)}
+  assert _shapes(params["readout"]) == {"norm": {"scale": (m.d_model,), "bias": (m.d_model,)},
+                                        "out": {"kernel": (m.d_model, VOCAB), "bias": (VOCAB,)}}
+
+
+@pytest.mark.parametrize("bias", [-3.0, 0.5])
+def test_halt_bias_init(bias):
+  cfg = tiny_config("anira_e")
+  params = random_params(cfg, halt_bias=bias)
+  np.testing.assert_array_equal(params["halt"]["bias"], np.full(cfg.model.k_max, bias, np.float32))
+
+
+def test_transformer_layers_are_distinct():
+  params = random_params(tiny_config("transformer"))
+  kernels = np.asarray(params["core"]["qkv"]["kernel"])
+  for i in range(len(kernels)):
+    for j in range(i):
+      assert not np.array_equal(kernels[i], kernels[j])
+
+
+def test_rope_is_identity_at_position_zero():
+  x = jax.random.normal(jax.random.key(0), (2, 1, 3, 8))
+  np.testing.assert_array_equal(model.rope(x, jnp.zeros(1, jnp.int32)), x)
+
+
+def test_rope_preserves_norm():
+  x = jax.random.normal(jax.random.key(0), (2, 16, 3, 8))
+  y = model.rope(x, jnp.arange(16))
+  assert not np.allclose(y, x)
+  np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+  kq, kk = jax.random.split(jax.random.key(1))
+  q = jax.random.normal(kq, (8,))
+  k = jax.random.normal(kk, (8,))
+  L = 24
+
+  def score(m, n):
+    """q at position m against k at position n, both rotated by rope."""
+    qs = jnp.broadcast_to(q, (1, L, 1, 8))
+    ks = jnp.broadcast_to(k, (1, L, 1, 8))
+    positions = jnp.arange(L)
+    return float(jnp.dot(model.rope(qs, positions)[0, m, 0], model.rope(ks, positions)[0, n, 0]))
+
+  for diff in (0, 1, 3, 7):
+    reference = score(diff, 0)
+    for shift in (1, 5, 16):
+      assert score(diff + shift, shift) == pytest.approx(reference, rel=1e-4, abs=1e-4)
+  # ... and the score really varies with the offset (rope is not the identity).
+  assert len({round(score(d, 0), 3) for d in (0, 1, 3, 7)}) == 4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_block_applies_layer_t(variant):
+  cfg = tiny_config(variant, model__k_max=3)
+  params = random_params(cfg)
+  h = jax.random.normal(jax.random.key(2), (2, 5, cfg.model.d_model))
+  layer = model.Layer(cfg.model.d_model, cfg.model.num_heads, cfg.model.mlp_ratio,
+                      cfg.model.positions)
+  outs = []
+  for t in range(cfg.model.k_max):
+    core = (jax.tree.map(lambda p, t=t: p[t], params["core"]) if variant == "transformer"
+            else params["core"])
+    expected = layer.apply({"params": core}, h)
+    got = model.block(cfg.model, params, h, jnp.asarray(t, jnp.int32))
+    np.testing.assert_array_equal(got, expected)
+    outs.append(np.asarray(got))
+  distinct = not np.array_equal(outs[0], outs[1])
+  assert distinct == (variant == "transformer")
+
+
+def test_block_t_under_jit_indexes_traced_layer():
+  cfg = tiny_config("transformer", model__k_max=3)
+  params = random_params(cfg)
+  h = jax.random.normal(jax.random.key(3), (1, 4, cfg.model.d_model))
+  jitted = jax.jit(lambda t: model.block(cfg.model, params, h, t))
+  for t in range(3):
+    np.testing.assert_allclose(jitted(jnp.asarray(t)), model.block(cfg.model, params, h, t),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("positions", ["rope", "none"])
+def test_layer_is_causal(positions):
+  """Changing a later token never changes an earlier token's output."""
+  cfg = tiny_config("fixed", model__positions=positions)
+  params = random_params(cfg)
+  h = jax.random.normal(jax.random.key(4), (1, 6, cfg.model.d_model))
+  h2 = h.at[:, 4].add(1.0)
+  a = model.block(cfg.model, params, h, 0)
+  b = model.block(cfg.model, params, h2, 0)
+  np.testing.assert_array_equal(a[:, :4], b[:, :4])
+  assert not np.array_equal(a[:, 4], b[:, 4])
+
+
+def test_block_accepts_host_params_with_traced_t():
+  """Checkpoints restore as NumPy arrays; the transformer core must still be indexable by the
+  loop counter (a tracer) outside jit."""
+  cfg = tiny_config("transformer", model__k_max=3)
+  params = jax.tree.map(np.asarray, random_params(cfg))
+  h = jax.random.normal(jax.random.key(5), (1, 4, cfg.model.d_model))
+  final, _ = jax.lax.scan(lambda h, t: (model.block(cfg.model, params, h, t), None), h,
+                          jnp.arange(3))
+  expected = h
+  for t in range(3):
+    expected = model.block(cfg.model, params, expected, t)
+  np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-5)
