@@ -18,12 +18,13 @@ setuptools.setup(
         "chex>=0.1.89",
         "ml-collections>=1.0",
         "numpy>=1.26",
+        "scipy>=1.11",
         "tensorflow-datasets>=4.9.9",
         "array_record>=0.7",
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8"],
         "bench": ["torch==2.13.0"],
     },
 )

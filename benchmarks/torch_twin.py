@@ -152,7 +152,10 @@ def penalty(kind: str, weights, depth, prior_lambda: float):
 
 
 def objective(cfg, model: AniraTwin, batch: dict, step: int):
-  """Cross-entropy on answer tokens + penalty_scale * penalty over non-PAD tokens."""
+  """Cross-entropy on answer tokens + penalty_scale * penalty over non-PAD tokens.
+
+  The forward exits early here too (a PyTorch loop would): iterations after every token has
+  halted change no value and no gradient, while anira_jax's scan always runs K_max of them."""
   logits, aux = model(batch["inputs"])
   answer = batch["loss_mask"].float()
   valid = (batch["inputs"] != PAD).float()
@@ -182,7 +185,8 @@ def lr_factor(t, count: int) -> float:
 
 
 class Trainer:
-  """The train step: loss, backward, clip_grad_norm_, AdamW, scheduler."""
+  """The train step: loss, backward, clip_grad_norm_, AdamW, scheduler. `step` is where the
+  schedule and the penalty warm-up start (the AdamW moments always start at zero)."""
 
   def __init__(self, cfg, model: AniraTwin, step: int = 0):
     t = cfg.train

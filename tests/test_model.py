@@ -28,7 +28,7 @@ def _shapes(tree):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_param_shapes(variant):
-  cfg = tiny_config(variant, model__prelude_layers=2, model__k_max=3)
+  cfg = tiny_config(variant, model__prelude_layers=2)
   m = cfg.model
   params = random_params(cfg)
   layer = _layer_shapes(m.d_model, m.num_heads, m.mlp_ratio)
@@ -96,7 +96,7 @@ def test_rope_scores_depend_only_on_relative_position():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_block_applies_layer_t(variant):
-  cfg = tiny_config(variant, model__k_max=3)
+  cfg = tiny_config(variant)
   params = random_params(cfg)
   h = jax.random.normal(jax.random.key(2), (2, 5, cfg.model.d_model))
   layer = model.Layer(cfg.model.d_model, cfg.model.num_heads, cfg.model.mlp_ratio,
@@ -114,11 +114,11 @@ def test_block_applies_layer_t(variant):
 
 
 def test_block_t_under_jit_indexes_traced_layer():
-  cfg = tiny_config("transformer", model__k_max=3)
+  cfg = tiny_config("transformer")
   params = random_params(cfg)
   h = jax.random.normal(jax.random.key(3), (1, 4, cfg.model.d_model))
   jitted = jax.jit(lambda t: model.block(cfg.model, params, h, t))
-  for t in range(3):
+  for t in range(cfg.model.k_max):
     np.testing.assert_allclose(jitted(jnp.asarray(t)), model.block(cfg.model, params, h, t),
                                rtol=1e-5, atol=1e-6)
 
@@ -139,12 +139,12 @@ def test_layer_is_causal(positions):
 def test_block_accepts_host_params_with_traced_t():
   """Checkpoints restore as NumPy arrays; the transformer core must still be indexable by the
   loop counter (a tracer) outside jit."""
-  cfg = tiny_config("transformer", model__k_max=3)
+  cfg = tiny_config("transformer")
   params = jax.tree.map(np.asarray, random_params(cfg))
   h = jax.random.normal(jax.random.key(5), (1, 4, cfg.model.d_model))
   final, _ = jax.lax.scan(lambda h, t: (model.block(cfg.model, params, h, t), None), h,
-                          jnp.arange(3))
+                          jnp.arange(cfg.model.k_max))
   expected = h
-  for t in range(3):
+  for t in range(cfg.model.k_max):
     expected = model.block(cfg.model, params, expected, t)
   np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-5)

@@ -27,11 +27,12 @@ def _forward_fn(cfg, mode, use_jit):
 
 
 def _inputs(cfg):
-  """Two training batches of mixed sizes, so rows are padded by different amounts."""
+  """Two training batches of mixed sizes, so rows are padded by different amounts, padded
+  further to the evaluation length (the shape training's evaluation compiled for)."""
   a, b = tiny_batch(cfg, 0)["inputs"], tiny_batch(cfg, 1)["inputs"]
   inputs = np.concatenate([a, b])
   assert (inputs == PAD).any() and (inputs != PAD).all(axis=1).any()
-  return inputs
+  return np.pad(inputs, ((0, 0), (0, 2 * max(cfg.task.eval_sizes) - inputs.shape[1])))
 
 
 def _check_scan_equals_while(cfg, params, inputs, use_jit, expect_early_exit):

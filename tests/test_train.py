@@ -1,7 +1,6 @@
 """train.py: a tiny model really learns; logged metrics; collapse warning; NaN stop."""
 import json
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +13,12 @@ from conftest import read_eval, tiny_config
 
 
 def test_tiny_sorting_model_learns(tmp_path):
-  """Sorting 2..4 values from 8 in 300 steps. Chance token accuracy is about 1/8; a real learner
-  reaches 0.96-1.0 on every in-distribution size (seeds 0-2), so 0.9 leaves a margin."""
+  """Sorting 2..4 values from 8 in 300 steps, with the sorting config's halting defaults (deep
+  start). Chance token accuracy is about 1/8; this setting reaches 0.96-1.0 on every
+  in-distribution size for seeds 0-3, so 0.9 leaves a margin."""
   cfg = tiny_config("anira_o", task__options__num_values=8, task__eval_sizes=(2, 3, 4, 6),
-                    model__d_model=32, model__k_max=3, train__steps=300,
+                    model__d_model=32, model__num_heads=4, model__mlp_ratio=4, model__k_max=3,
+                    halting__bias_init=-3.0, halting__threshold=0.01, train__steps=300,
                     train__batch_size=32, train__warmup_steps=20, train__log_every=50,
                     eval__examples=64)
   result = train.train_and_evaluate(cfg, str(tmp_path))
@@ -26,7 +27,7 @@ def test_tiny_sorting_model_learns(tmp_path):
     if m["in_distribution"]:
       assert m["token_accuracy"] >= 0.9, (size, m)
   assert np.mean([m["sequence_accuracy"] for m in result["sizes"].values()
-                  if m["in_distribution"]]) >= 0.75
+                  if m["in_distribution"]]) >= 0.8
   assert result["sizes"]["2"]["sequence_accuracy"] >= 0.9
 
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -101,14 +102,3 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   assert run.step == 10
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(run.params))
   assert not (tmp_path / "checkpoints" / "13").exists()
-
-
-def test_huge_learning_rate_stops_with_clear_message(tmp_path):
-  cfg = tiny_config("fixed", train__learning_rate=1e30, train__warmup_steps=0,
-                    train__checkpoint_every=1, train__steps=30)
-  with pytest.raises(UserError, match=r"^loss became (nan|inf|-inf) at step \d+; training "
-                                      r"stopped, the last good checkpoint \(step \d+\) is kept"):
-    train.train_and_evaluate(cfg, str(tmp_path))
-  saved = sorted(int(p.name) for p in pathlib.Path(tmp_path, "checkpoints").iterdir()
-                 if p.name.isdigit())
-  assert saved and saved[-1] < 30
