@@ -26,8 +26,6 @@ os.environ["XLA_FLAGS"] = " ".join(
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import ml_collections  # noqa: E402

@@ -4,9 +4,9 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
-import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from anira_jax import halting, losses

@@ -115,10 +115,15 @@ def test_halted_tokens_are_frozen_bitwise(variant, output):
   states = _manual_steps(cfg, params, inputs)
   k_max = cfg.model.k_max
   halted_early = 0
-  for t in range(1, k_max + 1):
-    # Tokens halted at the end of iteration t (and real): every later state equals state t.
-    newly = states[t].halted_BxL & ~np.asarray(states[t - 1].halted_BxL)
-    halted_early += int(newly.sum()) if t < k_max else 0
+  for t in range(k_max + 1):
+    # Tokens halted at the end of iteration t (t = 0: PAD, halted from the start): every later
+    # state equals state t.
+    newly = np.asarray(states[t].halted_BxL)
+    if t > 0:
+      newly = newly & ~np.asarray(states[t - 1].halted_BxL)
+      halted_early += int(newly.sum()) if t < k_max else 0
+    else:
+      np.testing.assert_array_equal(newly, inputs == PAD)
     for later in states[t + 1:]:
       for field in ("h_BxLxD", "out_BxLxO", "depth_BxL", "survival_BxL", "halted_BxL"):
         np.testing.assert_array_equal(np.asarray(getattr(later, field))[newly],
@@ -127,8 +132,8 @@ def test_halted_tokens_are_frozen_bitwise(variant, output):
       np.testing.assert_array_equal(later.weights_BxLxK[newly][:, t:], 0.0)
       np.testing.assert_array_equal(later.probs_BxLxK[newly][:, t:], 0.0)
     # Tokens still active did change: the freeze is selective, not a no-op step.
-    active = ~np.asarray(states[t - 1].halted_BxL)
-    if t < k_max and active.any():
+    active = ~np.asarray(states[max(t - 1, 0)].halted_BxL)
+    if 0 < t < k_max and active.any():
       assert not np.array_equal(states[t].h_BxLxD[active], states[t - 1].h_BxLxD[active])
   assert halted_early > 0, "no token halted before the last iteration"
   assert np.asarray(states[-1].halted_BxL).all()
