@@ -9,6 +9,7 @@ temporary directory removed at the end, between the tests and the `python -m ani
 children they start. Identical programs (the same tiny config trained by several tests) then
 compile once. The cache stores the compiled executables, so it changes no result.
 """
+import atexit
 import functools
 import importlib.util
 import json
@@ -34,6 +35,7 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 _CACHE_DIR = tempfile.mkdtemp(prefix="anira_tests_xla_cache_")
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
@@ -42,10 +44,6 @@ from anira_jax import data, model, recurrence  # noqa: E402
 
 VARIANTS = model.VARIANTS
 LOOPED = ("anira_o", "anira_e")
-
-
-def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
-  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @functools.cache

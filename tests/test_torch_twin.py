@@ -48,9 +48,15 @@ def test_forward_matches(variant, output):
     assert r["faithful"]
     if mode == "while":
       assert r["iterations"] == r["jax_iterations"]
-  if variant == "anira_o":  # the check is not vacuous: depths vary and padding has depth 0
-    depth = np.asarray(runs.predictor(cfg, "while")(params, inputs)["depth"])
+  if variant == "anira_o":
+    # The check is not vacuous: depths vary and padding has depth 0 ...
+    predict = runs.predictor(cfg, "while")
+    depth = np.asarray(predict(params, inputs)["depth"])
     assert set(np.unique(depth[inputs != 0])) == {1, 2, 3} and np.all(depth[inputs == 0] == 0)
+    # ... and with every token halting at once, both loops stop after one iteration.
+    early = {**params, "halt": {**params["halt"], "bias": params["halt"]["bias"] + 10.0}}
+    r = torch_twin.check_parity(cfg, early, inputs, predict)
+    assert r["faithful"] and r["iterations"] == r["jax_iterations"] == 1, r
 
 
 def test_params_round_trip():
