@@ -1,7 +1,7 @@
 """Default configuration and its validation. Files in configs/ start from `default(...)`."""
 import ml_collections
 
-from anira_jax import cli, halting, tasks
+from anira_jax import cli, halting, recurrence, tasks
 from anira_jax.model import VARIANTS
 
 PARALLEL_MODES = ("shard_map", "pmap")
@@ -36,6 +36,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.k_max = 8                 # iterations of the core (layers, for "transformer")
   c.model.max_len = 64
   c.model.positions = "rope"
+  c.model.remat = "dots"            # backward pass: recompute all but matmuls ("none", "full")
 
   c.halting = ml_collections.ConfigDict()
   c.halting.output = "state"        # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
@@ -115,6 +116,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(m.d_model > 0 and m.num_heads > 0 and m.d_model % (2 * m.num_heads) == 0,
          f"model.d_model {m.d_model} must be a positive multiple of 2 * model.num_heads")
   _check(m.k_max >= 1 and m.prelude_layers >= 0, "model.k_max >= 1 and model.prelude_layers >= 0")
+  _check(m.remat in recurrence.REMAT,
+         f"model.remat must be one of {', '.join(recurrence.REMAT)}, got {m.remat!r}")
   _check(m.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}")
   _check(h.penalty in halting.PENALTIES,
          f"unknown halting.penalty {h.penalty!r}; valid: {', '.join(halting.PENALTIES)}")

@@ -69,10 +69,18 @@ def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.
                probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)), t=s.t + 1)
 
 
+# What the backward pass keeps from each iteration instead of recomputing it (docs/design.md:
+# "dots" halves the residual memory traffic that dominates the CPU train step).
+REMAT = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+         "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
              s: State) -> State:
-  """Exactly K_max iterations (differentiable)."""
+  """Exactly K_max iterations (differentiable); forward values do not depend on `model.remat`."""
   body = lambda s, _: (step(cfg, params, early_BxLxK, s), None)
+  if REMAT[cfg.model.remat] is not None:
+    body = jax.checkpoint(body, policy=REMAT[cfg.model.remat])
   return jax.lax.scan(body, s, None, length=cfg.model.k_max)[0]
 
 

@@ -60,7 +60,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f"no run in {workdir!r} (missing config.json); train one with "
                     "python -m anira_jax.main --config=configs/<task>.py --workdir=DIR")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  # Options added after the run was trained take their default values.
+  cfg = config_lib.default(saved["task"]["name"], saved["model"]["variant"])
+  cfg.update(saved)
+  return cfg
 
 
 def load_run(workdir: str) -> Run:

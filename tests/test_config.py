@@ -47,6 +47,7 @@ BAD = [
     ("model.num_heads", 0, "must be a positive multiple of 2 * model.num_heads"),
     ("model.k_max", 0, "model.k_max >= 1"),
     ("model.prelude_layers", -1, "model.prelude_layers >= 0"),
+    ("model.remat", "some", "model.remat must be one of none, full, dots, got 'some'"),
     ("model.positions", "learned", "model.positions must be one of rope, none"),
     ("halting.penalty", "l2", "unknown halting.penalty 'l2'"),
     ("halting.output", "logits", "halting.output must be one of state, distribution"),

@@ -201,3 +201,24 @@ def test_causality_through_halting(variant, bias, threshold):
         assert np.abs(g[b, i]).max() > 0     # not vacuous: position i depends on itself
         if i > 0:
           assert np.abs(g[b, :i]).max() > 0  # ... and on the past
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_keeps_forward_bitwise_and_gradients_close(remat):
+  """model.remat changes what the backward pass stores, never the forward values."""
+  cfg = tiny_config("anira_o", model__remat="none")
+  params, inputs = random_params(cfg, halt_bias=1.0), _inputs(cfg)
+  other = tiny_config("anira_o", model__remat=remat)
+
+  def loss(c, p):
+    logits, final = recurrence.forward(c, p, inputs)
+    return jnp.mean(logits ** 2) + jnp.mean(final.weights_BxLxK ** 2), logits
+
+  (value, logits), grads = jax.jit(jax.value_and_grad(functools.partial(loss, cfg),
+                                                      has_aux=True))(params)
+  (value_r, logits_r), grads_r = jax.jit(jax.value_and_grad(functools.partial(loss, other),
+                                                            has_aux=True))(params)
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits_r))
+  assert float(value) == float(value_r)
+  for g, g_r in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_r)):
+    np.testing.assert_allclose(g, g_r, rtol=1e-4, atol=1e-6)
