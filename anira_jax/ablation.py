@@ -26,7 +26,6 @@ REMEDIES: dict[str, dict] = {
     "warmup": {"bias_init": 0.0, "penalty_warmup": 300, "penalty_ramp": 300},
     "kl_geometric": {"bias_init": 0.0, "penalty": "kl_geometric", "prior_lambda": 0.3},
     "kl_uniform": {"bias_init": 0.0, "penalty": "kl_uniform"},
-    "distribution": {"bias_init": 0.0, "output": "distribution"},
     "deep_warmup_distribution": {"bias_init": -3.0, "penalty_warmup": 300, "penalty_ramp": 300,
                                  "output": "distribution"},
 }

@@ -42,33 +42,24 @@ import numpy as np
 from anira_jax import cli, config as config_lib, data, optimizer, runs, train
 from anira_jax.parallel import DataParallel
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py", "Config file.")
-_VARIANTS = flags.DEFINE_list("variants", ["anira_o", "anira_e", "fixed", "transformer"],
-                              "Variants to time, each in its own process.")
-_STEPS = flags.DEFINE_integer("steps", 100, "Timed steps after compilation.")
-_JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
-_CHILD = flags.DEFINE_bool("child", False, "Internal: time one variant in this process.")
-_COMPARE = flags.DEFINE_bool("compare-torch", False,
-                             "Compare the config's variant with its PyTorch-eager twin.")
-_SIZES = flags.DEFINE_list("compare_sizes", ["64:64", "128:64", "256:128"],
-                           "d_model:batch pairs for --compare-torch, each in its own process.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "--compare-torch: alternations of the frameworks; "
-                               "the --steps timed steps of each are split over them.")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "--compare-torch: torch.set_num_threads "
-                                     "value; 0 (default) means os.cpu_count().")
-
 INSTALL_TORCH = ('--compare-torch needs PyTorch, which is not installed: pip install -e ".[bench]" '
                  '(the CPU build torch==2.13.0)')
 WARMUP_STEPS = 5
 
 
-def time_variant(cfg, steps: int) -> dict:
-  """Compile time and median step time of the real data-parallel train step."""
+def train_setup(cfg) -> tuple[DataParallel, dict, list[dict]]:
+  """The real data-parallel train step, its initial state and 8 batches, on the devices."""
   task = config_lib.validate(cfg)
   opt = optimizer.make(cfg.train)
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train.train_step(cfg, opt, st, b))
   state = parallel.put_state(optimizer.init_state(cfg, task))
   batches = [parallel.put_batch(data.train_batch(cfg, task, s)) for s in range(8)]
+  return parallel, state, batches
+
+
+def time_variant(cfg, steps: int) -> dict:
+  """Compile time and median step time of the real data-parallel train step."""
+  parallel, state, batches = train_setup(cfg)
   start = time.perf_counter()
   state, out = parallel(state, batches[0])
   jax.block_until_ready(out)
@@ -252,4 +243,18 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py", "Config file.")
+  _VARIANTS = flags.DEFINE_list("variants", ["anira_o", "anira_e", "fixed", "transformer"],
+                                "Variants to time, each in its own process.")
+  _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps after compilation.")
+  _JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
+  _CHILD = flags.DEFINE_bool("child", False, "Internal: time one variant in this process.")
+  _COMPARE = flags.DEFINE_bool("compare-torch", False,
+                               "Compare the config's variant with its PyTorch-eager twin.")
+  _SIZES = flags.DEFINE_list("compare_sizes", ["64:64", "128:64", "256:128"],
+                             "d_model:batch pairs for --compare-torch, each in its own process.")
+  _ROUNDS = flags.DEFINE_integer("rounds", 2, "--compare-torch: alternations of the frameworks; "
+                                 "the --steps timed steps of each are split over them.")
+  _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "--compare-torch: torch.set_num_threads "
+                                       "value; 0 (default) means os.cpu_count().")
   cli.run(main, flags_parser=cli.config_parser(_CONFIG))

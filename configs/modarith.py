@@ -8,6 +8,7 @@ from anira_jax import config
 def get_config(variant: str = "anira_o"):
   c = config.default("modarith", variant or "anira_o")
   c.task.options.modulus = 7
+  c.task.options.ops = "+-*"
   c.task.train_sizes = (1, 6)
   c.task.eval_sizes = (2, 4, 6, 8, 10, 12)
   return c

@@ -11,13 +11,15 @@ from anira_jax import model, recurrence, runs
 from anira_jax.tasks.base import PAD
 from conftest import LOOPED, VARIANTS, forward, random_params, tiny_batch, tiny_config
 
-# (variant, halting bias, threshold, output, while loop must stop before k_max)
+# (variant, halting bias, threshold, output, temperature, while loop must stop before k_max)
 RANDOM_CASES = [
-    ("anira_o", 1.0, 0.1, "state", False),
-    ("anira_o", 2.0, 0.2, "distribution", True),
-    ("anira_e", 2.0, 0.1, "state", True),
-    ("fixed", 0.0, 0.01, "state", False),
-    ("transformer", 0.0, 0.01, "state", False),
+    ("anira_o", 1.0, 0.1, "state", 1.0, False),
+    ("anira_o", 2.0, 0.2, "distribution", 1.0, True),
+    ("anira_o", 1.0, 0.1, "state", 0.5, True),
+    ("anira_e", 2.0, 0.1, "state", 1.0, True),
+    ("anira_e", 1.0, 0.1, "distribution", 2.0, False),
+    ("fixed", 0.0, 0.01, "state", 1.0, False),
+    ("transformer", 0.0, 0.01, "state", 1.0, False),
 ]
 
 
@@ -59,10 +61,12 @@ def _check_scan_equals_while(cfg, params, inputs, use_jit, expect_early_exit):
 
 
 @pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("variant,bias,threshold,output,early", RANDOM_CASES,
-                         ids=[f"{c[0]}-{c[3]}-bias{c[1]}" for c in RANDOM_CASES])
-def test_scan_equals_while_random_params(variant, bias, threshold, output, early, use_jit):
-  cfg = tiny_config(variant, halting__threshold=threshold, halting__output=output)
+@pytest.mark.parametrize("variant,bias,threshold,output,temperature,early", RANDOM_CASES,
+                         ids=[f"{c[0]}-{c[3]}-bias{c[1]}-T{c[4]}" for c in RANDOM_CASES])
+def test_scan_equals_while_random_params(variant, bias, threshold, output, temperature, early,
+                                         use_jit):
+  cfg = tiny_config(variant, halting__threshold=threshold, halting__output=output,
+                    halting__temperature=temperature)
   params = random_params(cfg, seed=1, halt_bias=bias)
   _check_scan_equals_while(cfg, params, _inputs(cfg), use_jit, early)
 
