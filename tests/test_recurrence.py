@@ -15,7 +15,7 @@ from conftest import LOOPED, VARIANTS, forward, random_params, tiny_batch, tiny_
 RANDOM_CASES = [
     ("anira_o", 1.0, 0.1, "state", 1.0, False),
     ("anira_o", 2.0, 0.2, "distribution", 1.0, True),
-    ("anira_o", 1.0, 0.1, "state", 0.5, True),
+    ("anira_o", 0.0, 0.1, "state", 0.5, False),
     ("anira_e", 2.0, 0.1, "state", 1.0, True),
     ("anira_e", 1.0, 0.1, "distribution", 2.0, False),
     ("fixed", 0.0, 0.01, "state", 1.0, False),
