@@ -22,9 +22,10 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.9",
         "array_record>=0.7",
         "tqdm>=4.66",
+        "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "bench": ["torch==2.13.0"],
     },
 )

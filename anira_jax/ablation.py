@@ -14,10 +14,9 @@ import json
 import os
 
 from absl import flags
-import ml_collections
 import numpy as np
 
-from anira_jax import analysis, cli, evaluate, tasks, train
+from anira_jax import analysis, cli, evaluate, sweep, tasks
 
 # Each remedy is a set of halting.* overrides on top of the config file.
 REMEDIES: dict[str, dict] = {
@@ -36,16 +35,9 @@ RULE = ("For each task and variant, the settings whose mean in-distribution sequ
 ACCURACY_MARGIN = 0.05
 
 
-def config_for(task: str, variant: str, remedy: str, seed: int,
-               overrides: list[str]) -> ml_collections.ConfigDict:
-  cfg = cli.load_config_file(f"configs/{task}.py", variant)
-  cfg.seed = seed
-  for key, value in REMEDIES[remedy].items():
-    cfg.halting[key] = value
-  for item in overrides:
-    key, _, value = item.partition("=")
-    cli.override(cfg, key, value)
-  return cfg
+def remedy_overrides(remedy: str) -> list[str]:
+  """REMEDIES[remedy] as `halting.key=value` overrides."""
+  return [f"halting.{key}={value!r}" for key, value in REMEDIES[remedy].items()]
 
 
 def cell_metrics(records: dict[str, np.ndarray], result: dict, main_feature: str) -> dict:
@@ -65,9 +57,8 @@ def run_cell(task: str, variant: str, remedy: str, seed: int, overrides: list[st
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
-  cfg = config_for(task, variant, remedy, seed, overrides)
-  os.makedirs(workdir, exist_ok=True)
-  result = train.train_and_evaluate(cfg, workdir)
+  cfg = sweep.config_for(task, variant, seed, remedy_overrides(remedy) + overrides)
+  result = sweep.train_unless_done(cfg, workdir)
   metrics = cell_metrics(evaluate.load_records(workdir), result,
                          tasks.get(cfg.task.name, **cfg.task.options).main_feature)
   cell = {"task": task, "variant": variant, "remedy": remedy, "seed": seed, **metrics}

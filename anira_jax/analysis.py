@@ -16,11 +16,21 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def spearman_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = 200,
                 level: float = 0.95) -> tuple[float, float, float]:
   """(rho, low, high): Spearman with a percentile bootstrap interval over tokens."""
+  return mean_spearman_ci([(x, y)], seed, resamples, level)
+
+
+def mean_spearman_ci(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0,
+                     resamples: int = 200, level: float = 0.95) -> tuple[float, float, float]:
+  """(mean rho, low, high) of the Spearman correlations of several runs (one (x, y) pair each),
+  with a percentile bootstrap interval of that mean: each draw resamples tokens within every run."""
   rng = np.random.default_rng(seed)
-  draws = [spearman(x[i], y[i]) for i in (rng.integers(0, x.size, x.size)
-                                           for _ in range(resamples))]
+  draws_RxS = np.array([[spearman(x[i], y[i]) for i in (rng.integers(0, x.size, x.size)
+                                                         for _ in range(resamples))]
+                        for x, y in pairs])
   tail = 100 * (1 - level) / 2
-  return spearman(x, y), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+  means_S = draws_RxS.mean(axis=0)
+  return (float(np.mean([spearman(x, y) for x, y in pairs])),
+          float(np.percentile(means_S, tail)), float(np.percentile(means_S, 100 - tail)))
 
 
 def r_squared(features_NxF: np.ndarray, y_N: np.ndarray) -> float:
@@ -53,3 +63,13 @@ def regression(records: dict[str, np.ndarray], feature_kinds: dict[str, str]) ->
                             ("both", structural + execution))}
   return {**{f"r2_{k}": v for k, v in r2.items()},
           "r2_execution_added": r2["both"] - r2["structural"]}
+
+
+def depth_by_value(depth_N: np.ndarray, feature_N: np.ndarray) -> dict:
+  """Mean depth, its standard error and the token count at each distinct feature value."""
+  values, inverse, count = np.unique(feature_N, return_inverse=True, return_counts=True)
+  depth = depth_N.astype(np.float64)
+  mean = np.bincount(inverse, depth) / count
+  var = np.maximum(np.bincount(inverse, depth**2) / count - mean**2, 0.0)
+  return {"values": values.tolist(), "mean": mean.tolist(),
+          "sem": np.sqrt(var / np.maximum(count - 1, 1)).tolist(), "count": count.tolist()}

@@ -40,7 +40,7 @@ def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict,
                                 batch["targets"][..., None], axis=-1)[..., 0]
   ce = jnp.sum(ce_BxL * answer_BxL) / _mean_count(answer_BxL, axis_name)
   h = cfg.halting
-  if cfg.model.variant in ("anira_o", "anira_e"):
+  if cfg.model.variant in model.ADAPTIVE:
     pen_BxL = halting.penalty(h.penalty, final.weights_BxLxK, final.depth_BxL, h.prior_lambda)
     pen = jnp.sum(pen_BxL * valid_BxL) / _mean_count(valid_BxL, axis_name)
   else:

@@ -16,6 +16,7 @@ import ml_collections
 
 Params = Any
 VARIANTS = ("anira_o", "anira_e", "fixed", "transformer")
+ADAPTIVE = ("anira_o", "anira_e")   # per-token depth; the others always run k_max iterations
 
 
 def rope(x_BxLxHxK: jax.Array, positions_L: jax.Array, base: float = 10_000.0) -> jax.Array:

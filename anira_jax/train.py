@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import tqdm
 
-from anira_jax import checkpoint, config as config_lib, data, evaluate, losses, optimizer, runs
+from anira_jax import (checkpoint, config as config_lib, data, evaluate, losses, model,
+                       optimizer, runs)
 from anira_jax.cli import UserError
 from anira_jax.parallel import AXIS, DataParallel
 
@@ -142,7 +143,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         if is_main:
           _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
         say(_format(done, metrics))
-        if cfg.model.variant in ("anira_o", "anira_e") and (warning := monitor(done, metrics)):
+        if cfg.model.variant in model.ADAPTIVE and (warning := monitor(done, metrics)):
           say(warning)
       if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop["signal"]:
         checkpoint.save(mngr, done, parallel.get_state(state))

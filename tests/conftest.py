@@ -196,3 +196,11 @@ def trained_run(tmp_path_factory):
       cache[variant] = workdir
     return cache[variant]
   return get
+
+
+@pytest.fixture(scope="session")
+def reproduced_ci(tmp_path_factory):
+  """(out directory, finished process) of `python -m anira_jax.reproduce --scale=ci`, run once per
+  session. Add to it, but change nothing it wrote."""
+  out = tmp_path_factory.mktemp("reproduce_ci") / "out"
+  return out, run_module("anira_jax.reproduce", "--scale=ci", f"--out={out}", timeout=600)

@@ -44,3 +44,24 @@ def test_regression_separates_feature_groups():
   assert out["r2_both"] == pytest.approx(1.0)
   assert out["r2_structural"] < 0.05
   assert out["r2_execution_added"] == pytest.approx(1.0 - out["r2_structural"])
+
+
+def test_mean_spearman_ci_averages_runs_and_matches_one_run():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=300)
+  strong, weak = x + 0.5 * rng.normal(size=300), x + 3.0 * rng.normal(size=300)
+  rho, low, high = analysis.mean_spearman_ci([(x, strong), (x, weak)], resamples=100)
+  assert rho == pytest.approx((analysis.spearman(x, strong) + analysis.spearman(x, weak)) / 2)
+  assert low < rho < high
+  assert analysis.mean_spearman_ci([(x, strong)], seed=3, resamples=50) == \
+      analysis.spearman_ci(x, strong, seed=3, resamples=50)
+
+
+def test_depth_by_value():
+  depth = np.array([1, 3, 2, 2, 5])
+  feature = np.array([7.0, 7.0, 1.0, 1.0, 4.0])
+  table = analysis.depth_by_value(depth, feature)
+  assert table["values"] == [1.0, 4.0, 7.0] and table["count"] == [2, 1, 2]
+  assert table["mean"] == [2.0, 5.0, 2.0]
+  # Standard error of the mean: sample std / sqrt(n); 0 for a single token.
+  assert table["sem"] == pytest.approx([0.0, 0.0, np.std([1, 3], ddof=1) / np.sqrt(2)])

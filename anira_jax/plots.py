@@ -1,0 +1,140 @@
+"""Figures of an analysis (the "groups" of `analyze.analyze`), one set per task, as PNG files.
+
+Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global state), so
+plotting works headless and leaves a notebook's own backend alone.
+"""
+import os
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+import numpy as np
+
+LABELS = {"anira_o": "ANIRA-O (online)", "anira_e": "ANIRA-E (early)", "fixed": "fixed depth",
+          "transformer": "Transformer"}
+COLORS = {"anira_o": "C0", "anira_e": "C1", "fixed": "C2", "transformer": "C3"}
+MARKERS = {"anira_o": "o", "anira_e": "s", "fixed": "^", "transformer": "D"}   # told apart
+R2_BARS = {"r2_structural": "structural", "r2_execution": "execution",
+           "r2_execution_added": "execution added\nover structural"}
+
+
+def _figure(panels: int = 1, width: float = 5.5) -> tuple[Figure, list]:
+  fig = Figure(figsize=(width * panels, 4.0), layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+
+
+def _by_size(ax, groups: list[dict], metric: str, ylabel: str) -> None:
+  lo, hi = groups[0]["train_sizes"]
+  ax.axvspan(lo - 0.5, hi + 0.5, color="0.9", zorder=0, label="training sizes")
+  for g in groups:
+    sizes = [int(s) for s in g["sizes"]]
+    stats = [g["sizes"][str(s)][metric] for s in sizes]
+    ax.errorbar(sizes, [m["mean"] for m in stats], yerr=[m["std"] for m in stats], capsize=3,
+                marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
+                color=COLORS[g["variant"]], label=LABELS[g["variant"]])
+  ax.set_xticks(sorted({int(s) for g in groups for s in g["sizes"]}))
+  ax.set_xlabel("size (difficulty)")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+
+
+def accuracy_vs_size(task: str, groups: list[dict]) -> Figure:
+  fig, (tok, seq) = _figure(2)
+  _by_size(tok, groups, "token_accuracy", "token accuracy")
+  _by_size(seq, groups, "sequence_accuracy", "sequence accuracy")
+  for ax in (tok, seq):
+    ax.set_ylim(-0.03, 1.03)
+  fig.legend(*tok.get_legend_handles_labels(), loc="outside lower center", ncols=len(groups) + 1)
+  fig.suptitle(f"{task}: accuracy per size (mean ± std over seeds)")
+  return fig
+
+
+def depth_vs_size(task: str, groups: list[dict]) -> Figure:
+  fig, (ax,) = _figure()
+  _by_size(ax, groups, "mean_depth", "mean depth (iterations)")
+  ax.set_ylim(0, max(g["k_max"] for g in groups) + 0.5)
+  ax.legend(loc="best")
+  ax.set_title(f"{task}: mean depth per size (mean ± std over seeds)")
+  return fig
+
+
+def depth_vs_feature(task: str, groups: list[dict]) -> Figure:
+  fig, (ax,) = _figure()
+  for g in groups:
+    table = g["depth_by_feature"]
+    ax.errorbar(table["values"], table["mean"], yerr=table["sem"], capsize=3,
+                marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
+                color=COLORS[g["variant"]], label=LABELS[g["variant"]])
+  ax.set_xlabel(f"{groups[0]['main_feature']} (main execution feature)")
+  ax.set_ylabel("mean depth (iterations)")
+  ax.set_ylim(0, max(g["k_max"] for g in groups) + 0.5)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  ax.set_title(f"{task}: depth vs {groups[0]['main_feature']}\n"
+               "in-distribution answer tokens, mean ± s.e.m.")
+  return fig
+
+
+def r2_bars(task: str, groups: list[dict]) -> Figure:
+  fig, (ax,) = _figure()
+  x = np.arange(len(R2_BARS))
+  width = 0.8 / len(groups)
+  for i, g in enumerate(groups):
+    stats = [g["regression"][k] for k in R2_BARS]
+    ax.bar(x + (i - (len(groups) - 1) / 2) * width, [m["mean"] for m in stats], width,
+           yerr=[m["std"] for m in stats], capsize=3, color=COLORS[g["variant"]],
+           label=LABELS[g["variant"]])
+  ax.set_xticks(x, list(R2_BARS.values()))
+  ax.set_ylabel("R² of depth (linear fit)")
+  ax.set_xlabel("features in the fit")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend()
+  ax.set_title(f"{task}: depth explained by structural vs execution features\n"
+               "in-distribution answer tokens, mean ± std over seeds")
+  return fig
+
+
+def depth_histograms(task: str, groups: list[dict]) -> Figure:
+  fig, axes = _figure(len(groups), width=4.5)
+  ranges = (("in_distribution", "in distribution", 1.0, ""),
+            ("out_of_distribution", "out of distribution", 0.45, "//"))
+  for ax, g in zip(axes, groups):
+    depths = np.arange(1, g["k_max"] + 1)
+    for offset, (key, _, alpha, hatch) in zip((-0.2, 0.2), ranges):
+      ax.bar(depths + offset, g["depth_hist"][key], 0.4, color=COLORS[g["variant"]], alpha=alpha,
+             hatch=hatch, edgecolor="black", linewidth=0.5)
+    ax.set_xticks(depths)
+    ax.set_xlabel("depth (iterations)")
+    ax.set_ylabel("fraction of answer tokens")
+    ax.set_ylim(0, 1)
+    ax.set_title(LABELS[g["variant"]])
+  fig.legend(handles=[Patch(facecolor="0.4", alpha=alpha, hatch=hatch, edgecolor="black",
+                            label=label) for _, label, alpha, hatch in ranges],
+             loc="outside lower center", ncols=2)
+  fig.suptitle(f"{task}: depth histograms")
+  return fig
+
+
+def figures(groups: dict[str, dict]) -> dict[str, Figure]:
+  """File name -> figure, for every task among the groups."""
+  out = {}
+  for task in sorted({g["task"] for g in groups.values()}):
+    of_task = [g for g in groups.values() if g["task"] == task]
+    adaptive = [g for g in of_task if g["adaptive"]]
+    out[f"{task}_accuracy.png"] = accuracy_vs_size(task, of_task)
+    out[f"{task}_depth.png"] = depth_vs_size(task, of_task)
+    if adaptive:
+      out[f"{task}_depth_vs_{adaptive[0]['main_feature']}.png"] = depth_vs_feature(task, adaptive)
+      out[f"{task}_r2.png"] = r2_bars(task, adaptive)
+    out[f"{task}_depth_hist.png"] = depth_histograms(task, of_task)
+  return out
+
+
+def write(groups: dict[str, dict], directory: str) -> list[str]:
+  """Saves every figure under directory; returns the file names."""
+  os.makedirs(directory, exist_ok=True)
+  made = figures(groups)
+  for name, fig in made.items():
+    fig.savefig(os.path.join(directory, name), dpi=110)
+  return list(made)
