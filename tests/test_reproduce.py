@@ -99,6 +99,7 @@ def test_alignment_fails_below_threshold_in_any_task(change):
 @pytest.mark.parametrize("case, change", [
     ("accuracy kept", {"acc": (0.8, 0.41)}),
     ("less depth out of distribution", {"depth": (3.0, 2.9)}),
+    ("nothing learned", {"acc": (0.4, 0.0)}),
 ])
 def test_no_extrapolation_fails(case, change):
   found = reproduce.findings(_groups(**{"sorting/anira_e": change}))
