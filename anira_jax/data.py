@@ -1,4 +1,7 @@
 """Batches: training batches are a pure function of (seed, step); evaluation sets are fixed."""
+import dataclasses
+import json
+
 import ml_collections
 import numpy as np
 
@@ -45,6 +48,14 @@ def frozen_set(data_dir: str, task: tasks.Task, size: int, count: int) -> dict:
     raise ValueError(f"cannot read {name} split {split} from {data_dir} ({type(e).__name__}); "
                      f"build it with python -m anira_jax.tasks build --task {task.name} "
                      f"--sizes ... --data_dir {data_dir}") from None
+  built = dict(source.dataset_info.metadata.get("options", {}))
+  if tasks.get(task.name, **built) != task:
+    flags = " ".join(f"--option {k}={v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in dataclasses.asdict(task).items())
+    raise ValueError(f"{name} in {data_dir} was built with task options {built}, which differ "
+                     f"from the config's {dataclasses.asdict(task)}; rebuild it with python -m "
+                     f"anira_jax.tasks build --task {task.name} {flags} --sizes ... "
+                     f"--data_dir {data_dir}")
   if len(source) < count:
     raise ValueError(f"{name} split {split} in {data_dir} has {len(source)} examples, "
                      f"fewer than eval.examples {count}")

@@ -66,3 +66,29 @@ def test_eval_sets_independent_of_training_seed():
   c_cfg = tiny_config("anira_o", eval__seed=99)
   c = data.eval_sets(c_cfg, config_lib.validate(c_cfg))
   assert not np.array_equal(c[4]["inputs"], a[4]["inputs"])
+
+
+def test_frozen_sets_equal_generated_ones_and_check_task_options(tmp_path):
+  """eval.data_dir reads the TFDS sets of `tasks build` (same seed: the same examples), and refuses
+  a dataset built for other task options."""
+  from anira_jax.tasks import tfds_builder
+  cfg = tiny_config("anira_o")
+  task = config_lib.validate(cfg)
+  options = dict(cfg.task.options)
+  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples, str(tmp_path / "same"),
+                     seed=cfg.eval.seed, options=options)
+  generated = data.eval_sets(cfg, task)
+  frozen_cfg = tiny_config("anira_o", eval__data_dir=str(tmp_path / "same"))
+  frozen = data.eval_sets(frozen_cfg, config_lib.validate(frozen_cfg))
+  assert list(frozen) == list(generated)
+  for size in generated:
+    for k in ("inputs", "targets", "loss_mask"):
+      np.testing.assert_array_equal(frozen[size][k], generated[size][k])
+    for name, values in generated[size]["features"].items():
+      np.testing.assert_array_equal(frozen[size]["features"][name], values)
+  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples, str(tmp_path / "other"),
+                     seed=cfg.eval.seed, options={**options, "num_values": 9})
+  other_cfg = tiny_config("anira_o", eval__data_dir=str(tmp_path / "other"))
+  with pytest.raises(ValueError, match="was built with task options .*num_values.: 9.*rebuild it "
+                     "with python -m anira_jax.tasks build --task sorting --option num_values=16"):
+    data.eval_sets(other_cfg, config_lib.validate(other_cfg))
