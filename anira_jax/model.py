@@ -2,7 +2,8 @@
 
 Flax Linen modules define the layers; `init_params` builds one params tree and the functions
 below apply its parts. `recurrence.py` iterates `block` and `halting.py` turns `halt_logits` into
-decisions, so the model never knows how often its block runs.
+decisions, so the model never knows how often its block runs; `compaction.py` runs the layer's
+parts (`project`, `attend`, `update`) on the tokens still active.
 
 params = {"embed", "prelude": [layer, ...], "core": layer | layers stacked on axis 0 (transformer),
           "halt": dense (anira_o: D -> 1, anira_e: D -> K_max), "readout": {"norm", "out"}}
@@ -19,39 +20,64 @@ VARIANTS = ("anira_o", "anira_e", "fixed", "transformer")
 ADAPTIVE = ("anira_o", "anira_e")   # per-token depth; the others always run k_max iterations
 
 
-def rope(x_BxLxHxK: jax.Array, positions_L: jax.Array, base: float = 10_000.0) -> jax.Array:
-  """Rotary position embedding: rotates feature pairs by position-dependent angles."""
-  half = x_BxLxHxK.shape[-1] // 2
-  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles_LxK = positions_L[:, None].astype(jnp.float32) * freqs[None, :]
-  sin, cos = jnp.sin(angles_LxK)[None, :, None], jnp.cos(angles_LxK)[None, :, None]
-  x1, x2 = x_BxLxHxK[..., :half], x_BxLxHxK[..., half:]
+def rope(x_NxHxK: jax.Array, positions_N: jax.Array, base: float = 10_000.0) -> jax.Array:
+  """Rotary position embedding: rotates feature pairs by position-dependent angles.
+
+  N stands for any leading axes (B x L, or a flat buffer of tokens); `positions` has exactly
+  those axes, or size 1 in some of them."""
+  half = x_NxHxK.shape[-1] // 2
+  freqs_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles_NxK = (positions_N.astype(jnp.float32)[..., None]
+                * jnp.expand_dims(freqs_K, tuple(range(positions_N.ndim))))
+  sin, cos = jnp.sin(angles_NxK)[..., None, :], jnp.cos(angles_NxK)[..., None, :]
+  x1, x2 = x_NxHxK[..., :half], x_NxHxK[..., half:]
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
+def attend(q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array,
+           positions_BxT: jax.Array) -> jax.Array:
+  """Causal attention: the query at position p sees the keys at positions 0..p (of S)."""
+  S = k_BxSxHxK.shape[1]
+  mask_Bx1xTxS = jnp.arange(S)[None, None, None, :] <= positions_BxT[:, None, :, None]
+  return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS)
+
+
 class Layer(nn.Module):
-  """Pre-LN causal Transformer layer."""
+  """Pre-LN causal Transformer layer, in two halves around `attend` so that a caller can run them
+  on different sets of tokens (compaction.py): `project` (norm, q/k/v, rotary) and `update`
+  (attention output projection, MLP, both residual). Tokens are on any leading axes N."""
   d_model: int
   num_heads: int
   mlp_ratio: int
   positions: str  # "rope" | "none"
 
-  @nn.compact
-  def __call__(self, h_BxLxD: jax.Array) -> jax.Array:
-    B, L, D = h_BxLxD.shape
-    H, K = self.num_heads, D // self.num_heads
-    x = nn.LayerNorm(name="attn_norm")(h_BxLxD)
-    qkv = nn.DenseGeneral((3, H, K), name="qkv")(x)
-    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+  def setup(self):
+    H, D = self.num_heads, self.d_model
+    self.attn_norm = nn.LayerNorm()
+    self.qkv = nn.DenseGeneral((3, H, D // H))
+    self.attn_out = nn.DenseGeneral(D, axis=(-2, -1))
+    self.mlp_norm = nn.LayerNorm()
+    self.mlp_in = nn.Dense(self.mlp_ratio * D)
+    self.mlp_out = nn.Dense(D)
+
+  def project(self, h_NxD: jax.Array,
+              positions_N: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    qkv_Nx3xHxK = self.qkv(self.attn_norm(h_NxD))
+    q_NxHxK, k_NxHxK, v_NxHxK = (qkv_Nx3xHxK[..., i, :, :] for i in range(3))
     if self.positions == "rope":
-      positions_L = jnp.arange(L)
-      q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, positions_L), rope(k_BxLxHxK, positions_L)
-    o_BxLxHxK = jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True)
-    h_BxLxD = h_BxLxD + nn.DenseGeneral(D, axis=(-2, -1), name="attn_out")(o_BxLxHxK)
-    x = nn.LayerNorm(name="mlp_norm")(h_BxLxD)
-    x = nn.Dense(self.mlp_ratio * D, name="mlp_in")(x)
-    x = nn.Dense(D, name="mlp_out")(nn.gelu(x))
-    return h_BxLxD + x
+      q_NxHxK, k_NxHxK = rope(q_NxHxK, positions_N), rope(k_NxHxK, positions_N)
+    return q_NxHxK, k_NxHxK, v_NxHxK
+
+  def update(self, h_NxD: jax.Array, o_NxHxK: jax.Array) -> jax.Array:
+    h_NxD = h_NxD + self.attn_out(o_NxHxK)
+    x = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(h_NxD))))
+    return h_NxD + x
+
+  def __call__(self, h_BxLxD: jax.Array) -> jax.Array:
+    positions_1xL = jnp.arange(h_BxLxD.shape[1])[None]
+    q, k, v = self.project(h_BxLxD, positions_1xL)
+    positions_BxL = jnp.broadcast_to(positions_1xL, h_BxLxD.shape[:2])
+    return self.update(h_BxLxD, attend(q, k, v, positions_BxL))
 
 
 def _layer(cfg: ml_collections.ConfigDict) -> Layer:
@@ -101,6 +127,18 @@ def block(cfg: ml_collections.ConfigDict, params: Params, h_BxLxD: jax.Array,
   if cfg.variant == "transformer":
     core = jax.tree.map(lambda p: jnp.asarray(p)[t], core)  # p may be a host (NumPy) array
   return _layer(cfg).apply({"params": core}, h_BxLxD)
+
+
+def project(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
+            positions_N: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Layer.project: queries, keys and values [N, H, K] of tokens at `positions`."""
+  return _layer(cfg).apply({"params": layer}, h_NxD, positions_N, method=Layer.project)
+
+
+def update(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
+           o_NxHxK: jax.Array) -> jax.Array:
+  """Layer.update: the layer's output from a token's state and its attention result."""
+  return _layer(cfg).apply({"params": layer}, h_NxD, o_NxHxK, method=Layer.update)
 
 
 def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:

@@ -1,10 +1,11 @@
-"""The recurrent step and its two drivers.
+"""The recurrent step and its drivers.
 
 `step` is one pure iteration: apply the block to every token, keep the new state only where the
 token is still active (halted tokens stay frozen and remain visible as keys/values), then let
 `halting` decide who halts. `run_scan` drives it for exactly K_max iterations (training, reverse-mode
 differentiable); `run_while` stops as soon as every token has halted (inference). Iterations after
 a token halts leave all of its entries bitwise unchanged, so both drivers return the same numbers.
+`run_compact` is `run_while` with the block run only on the tokens that need it (`compaction.py`).
 """
 from typing import NamedTuple
 
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from anira_jax import halting, model
+from anira_jax import compaction, halting, model
 from anira_jax.tasks.base import PAD
 
 
@@ -50,12 +51,11 @@ def halt_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: j
   return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
 
 
-def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
-         s: State) -> State:
-  """One iteration of the shared block with masked halting."""
+def advance(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+            s: State, h_new_BxLxD: jax.Array) -> State:
+  """The state after iteration s.t, given the block's output for (at least) the active tokens."""
   active_BxL = ~s.halted_BxL
-  h_new = model.block(cfg.model, params, s.h_BxLxD, s.t)
-  h = jnp.where(active_BxL[..., None], h_new, s.h_BxLxD)
+  h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
   logits = halt_logits(cfg, params, h, early_BxLxK, s.t)
   lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, cfg.halting.temperature)
   u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold)
@@ -67,6 +67,12 @@ def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.
                depth_BxL=s.depth_BxL + active_BxL.astype(jnp.int32),
                weights_BxLxK=at_t(s.weights_BxLxK, u.weight_BxL),
                probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)), t=s.t + 1)
+
+
+def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+         s: State) -> State:
+  """One iteration of the shared block with masked halting."""
+  return advance(cfg, params, early_BxLxK, s, model.block(cfg.model, params, s.h_BxLxD, s.t))
 
 
 # What the backward pass keeps from each iteration instead of recomputing it (docs/design.md:
@@ -91,7 +97,25 @@ def run_while(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK:
                             lambda s: step(cfg, params, early_BxLxK, s), s)
 
 
-DRIVERS = {"scan": run_scan, "while": run_while}
+def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+                s: State) -> State:
+  """run_while, with each iteration's block run only on the tokens that need it (compaction.py);
+  equal to the other drivers up to float rounding."""
+  if cfg.model.variant == "transformer":
+    raise ValueError("mode 'compact' reuses keys and values across iterations of one shared "
+                     "block; the transformer baseline has a layer per iteration: use 'while'")
+
+  layer = params["core"]
+
+  def body(carry: tuple[State, compaction.Cache]) -> tuple[State, compaction.Cache]:
+    s, cache = carry
+    h_new, cache = compaction.block(cfg.model, layer, s.h_BxLxD, ~s.halted_BxL, cache)
+    return advance(cfg, params, early_BxLxK, s, h_new), cache
+  cache = compaction.init_cache(cfg.model, layer, s.h_BxLxD)
+  return jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL), body, (s, cache))[0]
+
+
+DRIVERS = {"scan": run_scan, "while": run_while, "compact": run_compact}
 TINY = 1e-30  # floor of mixture probabilities before the log (keeps PAD rows finite)
 
 
@@ -111,5 +135,5 @@ def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxL
 
 def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array,
             mode: str = "scan") -> tuple[jax.Array, State]:
-  """The whole model on token ids; mode "scan" (training) or "while" (inference)."""
+  """The whole model on token ids; mode "scan" (training), "while" or "compact" (inference)."""
   return forward_embedded(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, mode)

@@ -1,4 +1,4 @@
-"""Trained runs for users: `load_run(workdir).predict(inputs, mode="while" | "scan")`."""
+"""Trained runs for users: `load_run(workdir).predict(inputs, mode="while"|"compact"|"scan")`."""
 import dataclasses
 import functools
 import json

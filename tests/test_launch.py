@@ -1,9 +1,13 @@
-"""Multi-process data parallelism through jax.distributed, started by launch/local_multiprocess.sh."""
+"""launch/: multi-process data parallelism through jax.distributed (local_multiprocess.sh), the
+cluster scripts and the sweep launcher."""
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/sorting.py", "--config.train.steps=20", "--config.train.log_every=10",
@@ -18,12 +22,12 @@ def _last_loss(workdir: pathlib.Path) -> float:
 def test_two_processes_match_one_process_with_two_devices(tmp_path):
   env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
   multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *TINY,
-                          f"--workdir={tmp_path / 'multi'}"], cwd=REPO, env=env,
+                          f"--workdir={tmp_path / 'multi'}"], check=False, cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=400)
   assert multi.returncode == 0, multi.stderr[-2000:]
   single = subprocess.run(
       [sys.executable, "-m", "anira_jax.main", *TINY, f"--workdir={tmp_path / 'single'}"],
-      cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+      check=False, cwd=REPO, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
       capture_output=True, text=True, timeout=400)
   assert single.returncode == 0, single.stderr[-2000:]
   a, b = _last_loss(tmp_path / "multi"), _last_loss(tmp_path / "single")
@@ -33,7 +37,100 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
 
 
 def test_launcher_rejects_missing_process_count():
-  result = subprocess.run(["bash", "launch/local_multiprocess.sh", "two"], cwd=REPO,
-                          capture_output=True, text=True)
+  result = subprocess.run(["bash", "launch/local_multiprocess.sh", "two"], check=False,
+                          cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 2
   assert result.stderr.startswith("usage:")
+
+
+# Cluster scripts and the sweep launcher: command generation only (nothing is trained). -------
+
+def _run(cmd: list[str], **env) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd, check=False, cwd=REPO, env={**os.environ, **env},
+                        capture_output=True, text=True, timeout=120)
+
+
+def _sweep(*args: str, **env) -> subprocess.CompletedProcess:
+  return _run([sys.executable, "launch/sweep.py", *args], **env)
+
+
+@pytest.mark.parametrize("script", ["local_multiprocess.sh", "tpu_pod.sh", "slurm_gpu.sbatch"])
+def test_shell_scripts_parse(script):
+  assert _run(["bash", "-n", f"launch/{script}"]).returncode == 0
+
+
+def test_tpu_pod_runs_main_on_every_worker_with_auto_distributed():
+  result = _run(["bash", "launch/tpu_pod.sh", "my-v4-32", "us-central2-b",
+                 "--config=configs/sorting.py", "--workdir=/mnt/shared/a b"], DRY_RUN="1",
+                PROJECT="proj")
+  assert result.returncode == 0, result.stderr
+  cmd = shlex.split(result.stdout)
+  assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-v4-32"]
+  assert {"--zone=us-central2-b", "--worker=all", "--project=proj"} <= set(cmd)
+  remote = shlex.split(next(a for a in cmd if a.startswith("--command="))[len("--command="):])
+  assert remote == ["cd", "~/anira_jax", "&&", "python3", "-m", "anira_jax.main",
+                    "--config=configs/sorting.py", "--workdir=/mnt/shared/a b",
+                    "--config.parallel.distributed=auto"]
+
+
+def test_slurm_script_sruns_main_with_auto_distributed(tmp_path):
+  fake_srun = tmp_path / "srun"
+  fake_srun.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+  fake_srun.chmod(0o755)
+  result = _run(["bash", "launch/slurm_gpu.sbatch", "--config=configs/sorting.py:fixed",
+                 "--workdir=/shared/x"], PATH=f"{tmp_path}:{os.environ['PATH']}", PYTHON="py")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      "--kill-on-bad-exit=1", "py", "-m", "anira_jax.main", "--config=configs/sorting.py:fixed",
+      "--workdir=/shared/x", "--config.parallel.distributed=auto"]
+
+
+def test_sweep_dry_run_prints_one_command_per_config_variant_and_seed():
+  result = _sweep("--configs=configs/sorting.py,configs/dyck.py", "--variants=anira_o,fixed",
+                  "--seeds=0,3", "--root=/tmp/sweep", "--python=py", "--dry_run", "--",
+                  "--config.train.steps=7", "--config.task.eval_sizes=(2,4)")
+  assert result.returncode == 0, result.stderr
+  cmds = [shlex.split(line) for line in result.stdout.splitlines()]
+  assert len(cmds) == 8
+  assert cmds[0] == ["py", "-m", "anira_jax.main", "--config=configs/sorting.py:anira_o",
+                     "--config.seed=0", "--workdir=/tmp/sweep/sorting_anira_o_seed0",
+                     "--config.train.steps=7", "--config.task.eval_sizes=(2,4)"]
+  runs = {(c[3], c[4]) for c in cmds}
+  assert runs == {(f"--config=configs/{task}.py:{variant}", f"--config.seed={seed}")
+                  for task in ("sorting", "dyck") for variant in ("anira_o", "fixed")
+                  for seed in (0, 3)}
+  assert len({c[5] for c in cmds}) == 8   # one workdir per run
+
+
+def test_sweep_submits_each_run_with_sbatch():
+  result = _sweep("--variants=anira_e", "--seeds=1,2", "--submit=sbatch",
+                  "--sbatch_args=--nodes=4 --time=1:00:00", "--dry_run")
+  assert result.returncode == 0, result.stderr
+  cmds = [shlex.split(line) for line in result.stdout.splitlines()]
+  assert [c[:4] for c in cmds] == [["sbatch", f"--job-name=sorting_anira_e_seed{s}", "--nodes=4",
+                                    "--time=1:00:00"] for s in (1, 2)]
+  assert all(c[4] == str(REPO / "launch" / "slurm_gpu.sbatch") for c in cmds)
+  assert cmds[1][5:] == ["--config=configs/sorting.py:anira_e", "--config.seed=2",
+                         "--workdir=runs/sweep/sorting_anira_e_seed2"]
+
+
+def test_sweep_runs_locally_in_order_and_stops_at_the_first_failure(tmp_path):
+  log = tmp_path / "log"
+  fake_python = tmp_path / "python"
+  fake_python.write_text(f'#!/usr/bin/env bash\necho "$5" >> {log}\n[[ "$5" != *seed1 ]]\n')
+  fake_python.chmod(0o755)
+  result = _sweep("--seeds=0,1,2", f"--python={fake_python}", f"--root={tmp_path}")
+  assert result.returncode == 1
+  assert log.read_text().splitlines() == [f"--workdir={tmp_path}/sorting_anira_o_seed0",
+                                          f"--workdir={tmp_path}/sorting_anira_o_seed1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--variants=anira_o,bogus"], "unknown variant 'bogus'"),
+    (["--configs=configs/nope.py"], "config file not found: configs/nope.py"),
+    (["--seeds=0,x"], "--seeds must be integers"),
+])
+def test_sweep_rejects_bad_input(args, message):
+  result = _sweep(*args, "--dry_run")
+  assert result.returncode == 2
+  assert message in result.stderr and not result.stdout

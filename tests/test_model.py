@@ -63,12 +63,12 @@ def test_transformer_layers_are_distinct():
 
 def test_rope_is_identity_at_position_zero():
   x = jax.random.normal(jax.random.key(0), (2, 1, 3, 8))
-  np.testing.assert_array_equal(model.rope(x, jnp.zeros(1, jnp.int32)), x)
+  np.testing.assert_array_equal(model.rope(x, jnp.zeros((1, 1), jnp.int32)), x)
 
 
 def test_rope_preserves_norm():
   x = jax.random.normal(jax.random.key(0), (2, 16, 3, 8))
-  y = model.rope(x, jnp.arange(16))
+  y = model.rope(x, jnp.arange(16)[None])
   assert not np.allclose(y, x)
   np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
 
@@ -83,7 +83,7 @@ def test_rope_scores_depend_only_on_relative_position():
     """q at position m against k at position n, both rotated by rope."""
     qs = jnp.broadcast_to(q, (1, L, 1, 8))
     ks = jnp.broadcast_to(k, (1, L, 1, 8))
-    positions = jnp.arange(L)
+    positions = jnp.arange(L)[None]
     return float(jnp.dot(model.rope(qs, positions)[0, m, 0], model.rope(ks, positions)[0, n, 0]))
 
   for diff in (0, 1, 3, 7):
@@ -92,6 +92,25 @@ def test_rope_scores_depend_only_on_relative_position():
       assert score(diff + shift, shift) == pytest.approx(reference, rel=1e-4, abs=1e-4)
   # ... and the score really varies with the offset (rope is not the identity).
   assert len({round(score(d, 0), 3) for d in (0, 1, 3, 7)}) == 4
+
+
+def test_rope_of_a_token_buffer_equals_rope_of_its_sequence():
+  """Positions per token (a flat buffer, as compaction gathers them) or per sequence axis."""
+  x = jax.random.normal(jax.random.key(6), (2, 5, 3, 8))
+  positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
+  flat = model.rope(x.reshape(10, 3, 8), positions.reshape(10))
+  np.testing.assert_array_equal(flat.reshape(x.shape), model.rope(x, jnp.arange(5)[None]))
+
+
+def test_attend_by_positions_is_causal_attention():
+  """Queries by position, also one query per sequence against all its keys (as compaction
+  calls it), give causal attention."""
+  q, k, v = jax.random.normal(jax.random.key(7), (3, 2, 6, 2, 4))
+  causal = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+  np.testing.assert_array_equal(model.attend(q, k, v, jnp.broadcast_to(jnp.arange(6), (2, 6))),
+                                causal)
+  one = model.attend(q[:, 4:5], k, v, jnp.full((2, 1), 4))
+  np.testing.assert_allclose(one, causal[:, 4:5], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,5 +1,6 @@
-"""recurrence.py: scan (training) and while_loop (inference) agree bitwise; halted tokens are frozen;
-PAD tokens never run; the whole model is causal, through the halting decisions too."""
+"""recurrence.py: scan (training) and while_loop (inference) agree bitwise, compaction to float
+rounding; halted tokens are frozen; PAD tokens never run; the whole model is causal, through the
+halting decisions too."""
 import functools
 
 import jax
@@ -95,6 +96,46 @@ def test_while_loop_exits_early_on_trained_params(trained_run):
   assert max(iterations) <= k_max
 
 
+# (variant, halting bias, threshold, output): tokens halt at varied depths, several per iteration.
+COMPACT_CASES = [
+    ("anira_o", 1.0, 0.1, "state"),
+    ("anira_o", 2.0, 0.2, "distribution"),
+    ("anira_o", -1.0, 0.3, "state"),
+    ("anira_e", 2.0, 0.1, "state"),
+    ("anira_e", 0.5, 0.2, "distribution"),
+    ("fixed", 0.0, 0.01, "state"),
+]
+
+
+@pytest.mark.parametrize("variant,bias,threshold,output", COMPACT_CASES,
+                         ids=[f"{c[0]}-{c[3]}-bias{c[1]}" for c in COMPACT_CASES])
+def test_compact_equals_dense(variant, bias, threshold, output):
+  """Token compaction gives the dense numbers up to float rounding, and the same depths and
+  iterations; one row is padding only."""
+  cfg = tiny_config(variant, halting__threshold=threshold, halting__output=output)
+  params = random_params(cfg, seed=2, halt_bias=bias)
+  inputs = _inputs(cfg)
+  inputs[-1] = PAD
+  logits_d, final_d = forward(cfg, params, inputs, "while")
+  logits_c, final_c = forward(cfg, params, inputs, "compact")
+  np.testing.assert_array_equal(final_c.depth_BxL, final_d.depth_BxL)
+  np.testing.assert_array_equal(final_c.halted_BxL, final_d.halted_BxL)
+  assert int(final_c.t) == int(final_d.t)
+  np.testing.assert_allclose(logits_c, logits_d, rtol=1e-5, atol=1e-5)
+  for field in ("h_BxLxD", "out_BxLxO", "survival_BxL", "weights_BxLxK", "probs_BxLxK"):
+    np.testing.assert_allclose(getattr(final_c, field), getattr(final_d, field), rtol=1e-5,
+                               atol=1e-5, err_msg=field)
+  depth = np.asarray(final_d.depth_BxL)[inputs != PAD]
+  if variant in LOOPED:
+    assert len(np.unique(depth)) > 2, f"depths do not vary: {np.unique(depth)}"
+
+
+def test_compact_rejects_the_transformer_baseline():
+  cfg = tiny_config("transformer")
+  with pytest.raises(ValueError, match="transformer baseline has a layer per iteration"):
+    runs.predictor(cfg, "compact")(random_params(cfg), _inputs(cfg))
+
+
 def _manual_steps(cfg, params, inputs):
   x = model.embed(params, inputs)
   h0 = model.prelude(cfg.model, params, x)
@@ -149,7 +190,7 @@ def test_padding_tokens_have_depth_zero(variant):
   params = random_params(cfg, halt_bias=1.0)
   inputs = _inputs(cfg)
   pad = inputs == PAD
-  for mode in ("scan", "while"):
+  for mode in ("scan", "while") + (("compact",) if variant != "transformer" else ()):
     _, final = forward(cfg, params, inputs, mode)
     depth = np.asarray(final.depth_BxL)
     np.testing.assert_array_equal(depth[pad], 0)
@@ -163,9 +204,10 @@ def test_all_padding_row_and_batch():
   cfg = tiny_config("anira_o")
   params = random_params(cfg)
   inputs = np.zeros((2, 6), np.int32)
-  _, final = forward(cfg, params, inputs, "while")
-  assert int(final.t) == 0
-  np.testing.assert_array_equal(final.depth_BxL, 0)
+  for mode in ("while", "compact"):
+    _, final = forward(cfg, params, inputs, mode)
+    assert int(final.t) == 0
+    np.testing.assert_array_equal(final.depth_BxL, 0)
 
 
 @pytest.mark.parametrize("variant,bias,threshold", [("anira_o", 1.0, 0.1),

@@ -35,6 +35,10 @@ def test_predict_modes_agree(run):
   np.testing.assert_array_equal(by_while["depth"][inputs == PAD], 0)
   assert int(by_scan["iterations"]) == 4
   assert int(by_while["iterations"]) == by_while["depth"].max()
+  by_compact = run.predict(inputs, mode="compact")
+  np.testing.assert_allclose(by_compact["logits"], by_while["logits"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(by_compact["depth"], by_while["depth"])
+  assert int(by_compact["iterations"]) == int(by_while["iterations"])
   # Python lists and other integer dtypes are accepted.
   np.testing.assert_array_equal(run.predict(inputs.astype(np.int64).tolist())["logits"],
                                 by_while["logits"])
@@ -60,7 +64,7 @@ def test_wrong_dtype_or_rank_raises(run, inputs, what):
 
 
 def test_unknown_mode_raises(run):
-  with pytest.raises(ValueError, match="mode must be one of scan, while, got 'fast'"):
+  with pytest.raises(ValueError, match="mode must be one of scan, while, compact, got 'fast'"):
     run.predict(np.array([[2, 3]]), mode="fast")
 
 
