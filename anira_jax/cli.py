@@ -121,7 +121,11 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
+def file_stem(path: str) -> str:
+  """`sorting` for configs/sorting.py (or configs/sorting.py:anira_e)."""
+  return os.path.splitext(os.path.basename(path.partition(":")[0]))[0]
+
+
 def config_stem(config_flag_name: str = "config") -> str:
   """`sorting` for --config=configs/sorting.py:anira_e."""
-  filename = config_flags.get_config_filename(flags.FLAGS[config_flag_name])
-  return os.path.splitext(os.path.basename(filename.partition(":")[0]))[0]
+  return file_stem(config_flags.get_config_filename(flags.FLAGS[config_flag_name]))

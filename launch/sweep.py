@@ -37,7 +37,7 @@ SBATCH_SCRIPT = os.path.join(REPO, "launch", "slurm_gpu.sbatch")
 
 
 def run_name(config: str, variant: str, seed: int) -> str:
-  return f"{os.path.splitext(os.path.basename(config))[0]}_{variant}_seed{seed}"
+  return f"{cli.file_stem(config)}_{variant}_seed{seed}"
 
 
 def train_args(config: str, variant: str, seed: int, root: str, extra: list[str]) -> list[str]:
