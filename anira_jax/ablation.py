@@ -50,10 +50,10 @@ def cell_metrics(records: dict[str, np.ndarray], result: dict, task: tasks.Task)
   feature) under "other_spearman"."""
   inside = analysis.select(records, records["in_distribution"])
   depth = inside["depth"].astype(np.float64)
-  sizes = [m for m in result["sizes"].values() if m["in_distribution"]]
   rho = {name: analysis.spearman(depth, inside[f"feature/{name}"])
          for name, kind in task.feature_kinds.items() if kind == "execution"}
-  return {"sequence_accuracy": float(np.mean([m["sequence_accuracy"] for m in sizes])),
+  inside_mean = evaluate.range_means(result)["in_distribution"]
+  return {"sequence_accuracy": inside_mean["sequence_accuracy"],
           "mean_depth": float(depth.mean()), "depth_std": float(depth.std()),
           "spearman": rho.pop(task.main_feature), "other_spearman": rho}
 
@@ -137,7 +137,7 @@ def main(argv: list[str]) -> None:
   unknown = set(_REMEDIES.value) - set(REMEDIES)
   if unknown:
     raise cli.UserError(f"unknown remedies {sorted(unknown)}; valid: {', '.join(REMEDIES)}")
-  seeds = [int(s) for s in _SEEDS.value]
+  seeds = cli.seeds(_SEEDS.value)
   cells = [run_cell(t, v, r, s, _SET.value, _WORKDIR.value)
            for t in _TASKS.value for v in _VARIANTS.value for r in _REMEDIES.value for s in seeds]
   command = "python -m anira_jax.ablation " + " ".join(

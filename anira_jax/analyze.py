@@ -22,8 +22,6 @@ import numpy as np
 
 from anira_jax import analysis, cli, evaluate, model, plots, runs, tasks
 
-METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
-RANGES = ("in_distribution", "out_of_distribution")
 
 
 def load(workdir: str) -> dict:
@@ -50,13 +48,6 @@ def mean_std(values: list[float]) -> dict:
   return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def range_means(result: dict) -> dict:
-  """Per-size metrics of one eval.json averaged over the sizes in, and out of, distribution."""
-  return {r: {k: float(np.mean([m[k] for m in result["sizes"].values()
-                                if m["in_distribution"] == (r == "in_distribution")]))
-              for k in METRICS} for r in RANGES}
-
-
 def _concat(rows: list[dict], key: str) -> np.ndarray:
   return np.concatenate([r[key] for r in rows])
 
@@ -79,7 +70,7 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
     spearman[name] = {"kind": kind, "rho": mean_std(per_seed), "ci95": [low, high],
                       "per_seed": per_seed}
   regressions = [analysis.regression(r, task.feature_kinds) for r in inside]
-  ranges = [range_means(r["eval"]) for r in group]
+  ranges = [evaluate.range_means(r["eval"]) for r in group]
   hist = lambda depth: evaluate.depth_summary(depth, np.ones(depth.shape, bool),
                                               cfg.model.k_max)["depth_hist"]
   return {
@@ -91,9 +82,10 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
       "feature_kinds": dict(task.feature_kinds),
       "sizes": {size: {"in_distribution": m["in_distribution"],
                        **{k: mean_std([r["eval"]["sizes"][size][k] for r in group])
-                          for k in METRICS}}
+                          for k in evaluate.METRICS}}
                 for size, m in group[0]["eval"]["sizes"].items()},
-      **{rng: {k: mean_std([x[rng][k] for x in ranges]) for k in METRICS} for rng in RANGES},
+      **{rng: {k: mean_std([x[rng][k] for x in ranges]) for k in evaluate.METRICS}
+         for rng in evaluate.RANGES},
       "spearman": spearman,
       "regression": {k: mean_std([x[k] for x in regressions]) for k in regressions[0]},
       "depth_by_feature": {"feature": task.main_feature, **analysis.depth_by_value(

@@ -121,6 +121,14 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
+def seeds(values: Sequence[str]) -> list[int]:
+  """The --seeds flag's values as integers; UserError when one is not."""
+  try:
+    return [int(s) for s in values]
+  except ValueError:
+    raise UserError(f"--seeds must be integers, got {','.join(values)}") from None
+
+
 def file_stem(path: str) -> str:
   """`sorting` for configs/sorting.py (or configs/sorting.py:anira_e)."""
   return os.path.splitext(os.path.basename(path.partition(":")[0]))[0]

@@ -11,6 +11,9 @@ import numpy as np
 
 from anira_jax import cli, data, model, runs, tasks
 
+METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
+RANGES = ("in_distribution", "out_of_distribution")
+
 
 def depth_summary(depth_BxL: np.ndarray, mask_BxL: np.ndarray, k_max: int) -> dict:
   """Mean, standard deviation and histogram (fractions at depths 1..K) over masked tokens."""
@@ -53,6 +56,13 @@ def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Par
     }
   result = {"task": task.name, "variant": cfg.model.variant, "sizes": sizes}
   return result, token_records(sets, predictions, (lo, hi))
+
+
+def range_means(result: dict) -> dict:
+  """Per-size metrics of one eval.json averaged over the sizes in, and out of, distribution."""
+  return {r: {k: float(np.mean([m[k] for m in result["sizes"].values()
+                                if m["in_distribution"] == (r == "in_distribution")]))
+              for k in METRICS} for r in RANGES}
 
 
 def token_records(sets: dict[int, dict], predictions: dict[int, dict],

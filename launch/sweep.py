@@ -63,10 +63,7 @@ def commands(configs: list[str], variants: list[str], seeds: list[int], root: st
 
 def check(configs: list[str], variants: list[str], seeds: list[str]) -> list[int]:
   """The seeds as integers; UserError on a missing config file, a bad variant or seed."""
-  try:
-    parsed = [int(s) for s in seeds]
-  except ValueError:
-    raise cli.UserError(f"--seeds must be integers, got {','.join(seeds)}") from None
+  parsed = cli.seeds(seeds)
   for config, variant in itertools.product(configs, variants):
     cli.load_config_file(config, variant)   # raises on a missing file or an unknown variant
   return parsed

@@ -1,7 +1,9 @@
 """The halting ablation's cell metrics, aggregation, default rule and report."""
 import numpy as np
+import pytest
 
 from anira_jax import ablation, config, tasks
+from conftest import run_module, stderr_lines
 
 
 def _cell(task, variant, remedy, seed, acc, rho, other=0.0):
@@ -29,9 +31,9 @@ def test_cell_metrics_on_hand_built_records():
              "feature/depth": np.array([2, 2, 2, 2, 0])}            # constant: 0 by definition
   for name in ("num_nodes", "num_edges", "in_degree", "out_degree", "max_degree"):
     records[f"feature/{name}"] = np.zeros(5)
-  result = {"sizes": {"3": {"in_distribution": True, "sequence_accuracy": 0.5},
-                      "4": {"in_distribution": True, "sequence_accuracy": 1.0},
-                      "8": {"in_distribution": False, "sequence_accuracy": 0.0}}}
+  size = lambda inside, acc: {"in_distribution": inside, "sequence_accuracy": acc,
+                              "token_accuracy": acc, "mean_depth": 1.0}
+  result = {"sizes": {"3": size(True, 0.5), "4": size(True, 1.0), "8": size(False, 0.0)}}
   m = ablation.cell_metrics(records, result, tasks.get("graph"))
   assert m["sequence_accuracy"] == 0.75
   assert m["mean_depth"] == 2.5 and m["depth_std"] == np.std([1, 2, 3, 4])
@@ -70,3 +72,12 @@ def test_markdown_states_rule_before_table_and_command():
   assert text.index(ablation.RULE) < text.index("| sorting | anira_o | deep_start |")
   assert "Chosen: `deep_start`" in text
   assert "sorting `remaining`" in text and "| depth +0.00 |" in text
+
+
+@pytest.mark.parametrize("arg,message", [("--seeds=0,x", "--seeds must be integers, got 0,x"),
+                                         ("--remedies=foo", "unknown remedies ['foo']")])
+def test_bad_flags_give_one_line(tmp_path, arg, message):
+  proc = run_module("anira_jax.ablation", arg, f"--out={tmp_path}/t.md",
+                    f"--workdir={tmp_path}/cells")
+  assert proc.returncode != 0 and len(stderr_lines(proc)) == 1 and message in proc.stderr
+  assert not (tmp_path / "cells").exists() and not (tmp_path / "t.md").exists()
