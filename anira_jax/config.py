@@ -42,8 +42,8 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.halting.output = "state"        # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
   c.halting.threshold = 0.01        # halt once the survival prod(1 - lambda) <= threshold
   c.halting.temperature = 1.0       # lambda = sigmoid(logit / temperature)
-  c.halting.bias_init = 0.0         # halting-unit bias at init (negative: deep start)
-  c.halting.penalty = "kl_uniform"  # one of halting.PENALTIES (default chosen in docs/halting.md)
+  c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
+  c.halting.penalty = "ponder"      # one of halting.PENALTIES (docs/design.md: the halting default)
   c.halting.penalty_weight = 0.01
   c.halting.penalty_warmup = 0      # steps with no penalty
   c.halting.penalty_ramp = 0        # steps of linear ramp after the warm-up
