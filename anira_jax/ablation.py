@@ -2,14 +2,17 @@
 
 python -m anira_jax.ablation --out=docs/halting.md [--tasks=sorting,graph]
     [--variants=anira_o,anira_e] [--seeds=0,1,2] [--remedies=...] [--set=train.steps=800]
-    [--workdir=runs/ablation]
+    [--full_length_seeds=0] [--workdir=runs/ablation]
 
 Trains every (task, variant, remedy, seed) cell with `train_and_evaluate` in its own run directory
 (cells already finished are reused, so an interrupted ablation resumes), then writes the table of
 mean +- std over seeds of in-distribution sequence accuracy, mean depth, depth standard deviation
 over in-distribution answer tokens, and Spearman(depth, the task's main execution feature) on
-them. The rule that picks the default is stated in the output, above the table.
+them. RULE ranks the remedies on that table; GUARD then trains them in that order at the config
+files' own length (no --set overrides) until one keeps depth spread in every pair: that remedy is
+the default. Both are stated in the output, above the tables.
 """
+from collections.abc import Callable
 import json
 import os
 
@@ -38,6 +41,14 @@ RULE = ("For each task and variant, the settings whose mean in-distribution sequ
         "correlation wins. The default is the remedy with the highest mean Spearman over the "
         "task/variant pairs among those eligible in every pair.")
 ACCURACY_MARGIN = 0.05
+GUARD = ("Added after the first table was filled, because the rule alone picked `kl_uniform`, which "
+         "at the configs' full length runs every token to K_max: the remedies are trained in the "
+         "rule's order at the config files' own length (no --set overrides) until one keeps a depth "
+         "standard deviation over in-distribution answer tokens of at least {min_std} iterations "
+         "(mean over the full-length seeds) in every task/variant pair. That remedy is the default "
+         "of every config.")
+MIN_DEPTH_STD = 0.5
+REFERENCE = "plain_ponder"    # also trained at full length: the accuracy the default must keep
 
 
 def remedy_overrides(remedy: str) -> list[str]:
@@ -88,8 +99,8 @@ def aggregate(cells: list[dict]) -> dict:
           for g, cs in groups.items()}
 
 
-def choose_default(table: dict) -> str | None:
-  """Applies RULE."""
+def rank(table: dict) -> list[str]:
+  """Applies RULE: the remedies eligible in every pair, best first."""
   pairs = sorted({(t, v) for t, v, _ in table})
   remedies = sorted({r for _, _, r in table})
   eligible = set(remedies)
@@ -97,38 +108,75 @@ def choose_default(table: dict) -> str | None:
     best = max(table[(t, v, r)]["sequence_accuracy"][0] for r in remedies if (t, v, r) in table)
     eligible &= {r for r in remedies if (t, v, r) in table
                  and table[(t, v, r)]["sequence_accuracy"][0] >= best - ACCURACY_MARGIN}
-  if not eligible:
-    return None
-  return max(sorted(eligible), key=lambda r: np.mean([table[(t, v, r)]["spearman"][0]
-                                                      for t, v in pairs]))
+  return sorted(sorted(eligible), key=lambda r: -np.mean([table[(t, v, r)]["spearman"][0]
+                                                          for t, v in pairs]))
 
 
-def markdown(table: dict, command: str, overrides: list[str], seeds: list[int]) -> str:
-  default = choose_default(table)
+def passes_guard(full: dict, remedy: str) -> bool:
+  """GUARD for one remedy, on the aggregated full-length cells."""
+  return all(m["depth_std"][0] >= MIN_DEPTH_STD for (_, _, r), m in full.items() if r == remedy)
+
+
+def confirm(ranked: list[str], train_cells: Callable[[str], list[dict]]
+            ) -> tuple[str | None, dict]:
+  """Applies GUARD: trains `train_cells(remedy)` (the remedy's full-length cells) in the order of
+  `ranked` up to the first remedy that passes. Returns it (None if none does) and the aggregated
+  full-length cells of every remedy tried."""
+  full: dict = {}
+  for remedy in ranked:
+    full.update(aggregate(train_cells(remedy)))
+    if passes_guard(full, remedy):
+      return remedy, full
+  return None, full
+
+
+def rows(table: dict, keys: list[tuple]) -> list[str]:
+  """Markdown header and one row per (task, variant, remedy) key of an aggregated table."""
   fmt = lambda mv: f"{mv[0]:.3f} ± {mv[1]:.3f}"
+  lines = ["| task | variant | remedy | seq acc (in-dist) | mean depth | depth std | "
+           "Spearman(depth, main feature) | Spearman, other execution features (mean) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for t, v, r in keys:
+    m = table[(t, v, r)]
+    others = ", ".join(f"{f} {rho:+.2f}" for f, rho in m["other_spearman"].items())
+    lines.append(f"| {t} | {v} | {r} | {fmt(m['sequence_accuracy'])} | {fmt(m['mean_depth'])} | "
+                 f"{fmt(m['depth_std'])} | {fmt(m['spearman'])} | {others} |")
+  return lines
+
+
+def markdown(table: dict, full: dict, reference: dict, default: str | None, command: str,
+             overrides: list[str], seeds: list[int], full_seeds: list[int]) -> str:
+  """The report: `full` holds the guard's full-length cells, in the order tried, and `reference`
+  the REFERENCE remedy's."""
+  ranked = rank(table)
   lines = [
       "# Halting ablation", "",
-      f"Generated by `{command}` (the table below is this command's output; rerun it to "
-      "reproduce). Each cell trains the task's config with the remedy's `halting.*` overrides"
-      f"{' and ' + ', '.join(overrides) if overrides else ''}, seeds {seeds}; numbers are "
-      "mean ± std over seeds, on in-distribution answer tokens of the evaluation sets. Main "
-      "execution feature: " + ", ".join(f"{t} `{tasks.get(t).main_feature}`"
-                                        for t in sorted({t for t, _, _ in table})) + ".", "",
-      "## Remedies", ""]
+      f"Generated by `{command}` (the tables below are this command's output; rerun it to "
+      "reproduce). Each cell of the first table trains the task's config with the remedy's "
+      f"`halting.*` overrides{' and ' + ', '.join(overrides) if overrides else ''}, seeds "
+      f"{seeds}; the full-length check trains the config files' own length, seeds {full_seeds}. "
+      "Numbers are mean ± std over seeds, on in-distribution answer tokens of the evaluation "
+      "sets. Main execution feature: " + ", ".join(
+          f"{t} `{tasks.get(t).main_feature}`" for t in sorted({t for t, _, _ in table})) + ".",
+      "", "## Remedies", ""]
   lines += ["Every remedy starts from " + ", ".join(f"`halting.{k}={v!r}`" for k, v in PLAIN.items())
             + " and changes:", ""]
   lines += [f"- `{r}`: " + (", ".join(f"`halting.{k}={v!r}`" for k, v in o.items()) or "nothing")
             for r, o in REMEDIES.items()]
-  lines += ["", "## Rule for the default (fixed before the table was filled)", "", RULE, "",
-            f"**Chosen: `{default}`.**" if default else "**No remedy is eligible in every pair.**",
-            "", "## Results", "",
-            "| task | variant | remedy | seq acc (in-dist) | mean depth | depth std | "
-            "Spearman(depth, main feature) | Spearman, other execution features (mean) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for (t, v, r), m in sorted(table.items()):
-    others = ", ".join(f"{f} {rho:+.2f}" for f, rho in m["other_spearman"].items())
-    lines.append(f"| {t} | {v} | {r} | {fmt(m['sequence_accuracy'])} | {fmt(m['mean_depth'])} | "
-                 f"{fmt(m['depth_std'])} | {fmt(m['spearman'])} | {others} |")
+  lines += ["", "## Rule for the default", "", "Ranking (fixed before the table was filled): " + RULE,
+            "", "Order by this rule: " + (", ".join(f"`{r}`" for r in ranked) or "none eligible")
+            + ".", "", "Full-length guard: " + GUARD.format(min_std=MIN_DEPTH_STD), "",
+            f"**Default: `{default}`.**" if default else "**No remedy passes the guard.**",
+            "", f"## Results ({', '.join(overrides) or 'full length'})", ""]
+  lines += rows(table, sorted(table))
+  tried = list(dict.fromkeys(r for _, _, r in full))
+  lines += ["", "## Full-length check, in the rule's order", "",
+            "Remedies tried: " + ", ".join(
+                f"`{r}` ({'passes' if passes_guard(full, r) else 'fails'})" for r in tried)
+            + f"; then `{REFERENCE}`, for the accuracy it reaches at the same length.", ""]
+  order = tried + [REFERENCE]
+  both = {**full, **reference}
+  lines += rows(both, sorted(both, key=lambda k: (order.index(k[2]), k[0], k[1])))
   return "\n".join(lines) + "\n"
 
 
@@ -138,15 +186,22 @@ def main(argv: list[str]) -> None:
   if unknown:
     raise cli.UserError(f"unknown remedies {sorted(unknown)}; valid: {', '.join(REMEDIES)}")
   seeds = cli.seeds(_SEEDS.value)
-  cells = [run_cell(t, v, r, s, _SET.value, _WORKDIR.value)
-           for t in _TASKS.value for v in _VARIANTS.value for r in _REMEDIES.value for s in seeds]
+  full_seeds = cli.seeds(_FULL_LENGTH_SEEDS.value, "full_length_seeds")
+  pairs = [(t, v) for t in _TASKS.value for v in _VARIANTS.value]
+  table = aggregate([run_cell(t, v, r, s, _SET.value, _WORKDIR.value)
+                     for t, v in pairs for r in _REMEDIES.value for s in seeds])
+  full_root = os.path.join(_WORKDIR.value, "full_length")
+  full_cells = lambda r: [run_cell(t, v, r, s, [], full_root) for t, v in pairs for s in full_seeds]
+  default, full = confirm(rank(table), full_cells)
+  reference = aggregate(full_cells(REFERENCE))
   command = "python -m anira_jax.ablation " + " ".join(
       f"--{name}={','.join(map(str, flag.value)) if isinstance(flag.value, list) else flag.value}"
       for name, flag in (("out", _OUT), ("tasks", _TASKS), ("variants", _VARIANTS),
-                         ("seeds", _SEEDS), ("remedies", _REMEDIES)))
+                         ("seeds", _SEEDS), ("remedies", _REMEDIES),
+                         ("full_length_seeds", _FULL_LENGTH_SEEDS)))
   command += "".join(f" --set={s}" for s in _SET.value)
   with open(_OUT.value, "w") as f:
-    f.write(markdown(aggregate(cells), command, _SET.value, seeds))
+    f.write(markdown(table, full, reference, default, command, _SET.value, seeds, full_seeds))
   print(_OUT.value)
 
 
@@ -156,6 +211,8 @@ if __name__ == "__main__":
   _VARIANTS = flags.DEFINE_list("variants", ["anira_o", "anira_e"], "Variants.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   _REMEDIES = flags.DEFINE_list("remedies", list(REMEDIES), "Remedies to train.")
+  _FULL_LENGTH_SEEDS = flags.DEFINE_list("full_length_seeds", ["0"],
+                                         "Seeds of the full-length guard's runs.")
   _SET = flags.DEFINE_multi_string("set", [], "Extra overrides key=value, e.g. train.steps=800.")
   _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Root of the cells' run dirs.")
   cli.run(main)

@@ -121,12 +121,12 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
-def seeds(values: Sequence[str]) -> list[int]:
-  """The --seeds flag's values as integers; UserError when one is not."""
+def seeds(values: Sequence[str], flag: str = "seeds") -> list[int]:
+  """The values of a list flag of seeds (--<flag>) as integers; UserError when one is not."""
   try:
     return [int(s) for s in values]
   except ValueError:
-    raise UserError(f"--seeds must be integers, got {','.join(values)}") from None
+    raise UserError(f"--{flag} must be integers, got {','.join(values)}") from None
 
 
 def file_stem(path: str) -> str:

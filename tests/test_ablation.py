@@ -1,8 +1,12 @@
 """The halting ablation's cell metrics, aggregation, default rule and report."""
+import glob
+import os
+import re
+
 import numpy as np
 import pytest
 
-from anira_jax import ablation, config, tasks
+from anira_jax import ablation, cli, config, tasks
 from conftest import run_module, stderr_lines
 
 
@@ -49,33 +53,81 @@ def test_aggregate_mean_and_std_over_seeds():
   assert round(table[("sorting", "anira_o", "a")]["other_spearman"]["depth"], 6) == 0.3
 
 
-def test_default_rule_prefers_alignment_among_accurate_settings():
+def test_rule_prefers_alignment_among_accurate_settings():
   cells = []
   for variant in ("anira_o", "anira_e"):
     cells += [_cell("graph", variant, "accurate_flat", 0, 0.95, 0.05),
               _cell("graph", variant, "accurate_aligned", 0, 0.92, 0.40),
               _cell("graph", variant, "aligned_but_wrong", 0, 0.50, 0.90)]
   table = ablation.aggregate(cells)
-  assert ablation.choose_default(table) == "accurate_aligned"
+  assert ablation.rank(table) == ["accurate_aligned", "accurate_flat"]
 
 
-def test_default_must_be_eligible_in_every_pair():
+def test_ranked_remedies_must_be_eligible_in_every_pair():
   cells = [_cell("graph", "anira_o", "a", 0, 0.9, 0.5), _cell("graph", "anira_o", "b", 0, 0.9, 0.1),
            _cell("graph", "anira_e", "a", 0, 0.5, 0.5), _cell("graph", "anira_e", "b", 0, 0.9, 0.1)]
-  assert ablation.choose_default(ablation.aggregate(cells)) == "b"
+  assert ablation.rank(ablation.aggregate(cells)) == ["b"]
 
 
-def test_markdown_states_rule_before_table_and_command():
-  table = ablation.aggregate([_cell("sorting", "anira_o", "deep_start", 0, 0.9, 0.3)])
-  text = ablation.markdown(table, "python -m anira_jax.ablation --seeds=0", [], [0])
+def _full_cells(stds: dict[str, list[float]], trained: list[str]):
+  """A stand-in for training at full length: remedy -> cells whose depth std per pair is given."""
+  def train_cells(remedy):
+    trained.append(remedy)
+    return [{**_cell("graph", v, remedy, 0, 0.99, 0.0), "depth_std": std}
+            for v, std in zip(("anira_o", "anira_e"), stds[remedy])]
+  return train_cells
+
+
+def test_guard_takes_the_first_remedy_with_spread_depth_in_every_pair():
+  trained = []
+  stds = {"collapses": [1.2, 0.0], "spread": [0.9, 0.5], "later": [2.0, 2.0]}
+  default, full = ablation.confirm(["collapses", "spread", "later"], _full_cells(stds, trained))
+  assert default == "spread" and trained == ["collapses", "spread"]   # stops at the first pass
+  assert list(full) == [("graph", v, r) for r in ("collapses", "spread")
+                        for v in ("anira_o", "anira_e")]                 # in the order tried
+
+
+def test_guard_gives_none_when_every_remedy_collapses():
+  trained = []
+  default, full = ablation.confirm(["a", "b"], _full_cells({"a": [0.49, 1.0], "b": [0.0, 0.0]},
+                                                           trained))
+  assert default is None and trained == ["a", "b"] and len(full) == 4
+
+
+def test_markdown_states_rule_and_guard_before_tables_and_command():
+  table = ablation.aggregate([_cell("sorting", "anira_o", "deep_start", 0, 0.9, 0.3),
+                              _cell("sorting", "anira_o", "plain_ponder", 0, 0.9, 0.1)])
+  full = ablation.aggregate([{**_cell("sorting", "anira_o", "deep_start", 0, 0.99, 0.2),
+                              "depth_std": 0.7}])
+  reference = ablation.aggregate([_cell("sorting", "anira_o", "plain_ponder", 0, 0.98, 0.1)])
+  text = ablation.markdown(table, full, reference, "deep_start",
+                           "python -m anira_jax.ablation --seeds=0", ["train.steps=8"], [0], [0])
   assert "python -m anira_jax.ablation --seeds=0" in text
-  assert text.index(ablation.RULE) < text.index("| sorting | anira_o | deep_start |")
-  assert "Chosen: `deep_start`" in text
+  first_row = text.index("| sorting | anira_o | deep_start | 0.900")
+  assert text.index(ablation.RULE) < text.index("Full-length guard") < first_row
+  assert "Order by this rule: `deep_start`, `plain_ponder`." in text
+  assert "**Default: `deep_start`.**" in text and "`deep_start` (passes)" in text
+  assert text.index("| sorting | anira_o | deep_start | 0.990") < text.index(
+      "| sorting | anira_o | plain_ponder | 0.980")
   assert "sorting `remaining`" in text and "| depth +0.00 |" in text
 
 
-@pytest.mark.parametrize("arg,message", [("--seeds=0,x", "--seeds must be integers, got 0,x"),
-                                         ("--remedies=foo", "unknown remedies ['foo']")])
+def test_config_default_is_the_remedy_docs_halting_names():
+  # docs/halting.md is the ablation's output; every config file's halting default must match it.
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "halting.md")) as f:
+    default = re.search(r"\*\*Default: `(\w+)`\.\*\*", f.read()).group(1)
+  expected = {**ablation.PLAIN, **ablation.REMEDIES[default]}
+  paths = glob.glob(os.path.join(root, "configs", "*.py"))
+  assert paths
+  for path in paths:
+    assert cli.load_config_file(path).halting.to_dict() == expected, path
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--seeds=0,x", "--seeds must be integers, got 0,x"),
+    ("--full_length_seeds=y", "--full_length_seeds must be integers, got y"),
+    ("--remedies=foo", "unknown remedies ['foo']")])
 def test_bad_flags_give_one_line(tmp_path, arg, message):
   proc = run_module("anira_jax.ablation", arg, f"--out={tmp_path}/t.md",
                     f"--workdir={tmp_path}/cells")
