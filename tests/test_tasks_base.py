@@ -6,7 +6,8 @@ from anira_jax import tasks
 from anira_jax.tasks.base import PAD, SEP
 
 SIZES = {"sorting": (1, 2, 5, 12), "graph": (1, 2, 4, 9, 16), "dyck": (1, 2, 3, 8, 20, 60),
-         "addition": (1, 2, 5, 12, 40), "modarith": (1, 2, 3, 7, 20, 50)}
+         "addition": (1, 2, 5, 12, 40), "modarith": (1, 2, 3, 7, 20, 50),
+         "chase": (1, 2, 5, 8, 16)}
 CASES = [(name, size) for name in tasks.names() for size in SIZES[name]]
 
 
@@ -68,7 +69,8 @@ def test_bad_sizes_and_counts_raise(name):
 
 
 def test_unknown_task_and_option_name_the_problem():
-  with pytest.raises(ValueError, match="valid tasks: addition, dyck, graph, modarith, sorting"):
+  with pytest.raises(ValueError,
+                     match="valid tasks: addition, chase, dyck, graph, modarith, sorting"):
     tasks.get("nope")
   with pytest.raises(ValueError, match="bad options for task 'sorting'"):
     tasks.get("sorting", colour=3)

@@ -1,5 +1,5 @@
 """Task registry: `tasks.get(name, **options)` returns a `Task`; `tasks.names()` lists them."""
-from anira_jax.tasks import addition, dyck, graph, modarith, sorting
+from anira_jax.tasks import addition, chase, dyck, graph, modarith, sorting
 from anira_jax.tasks.base import PAD, SEP, Example, Task
 
 _REGISTRY: dict[str, type[Task]] = {
@@ -8,6 +8,7 @@ _REGISTRY: dict[str, type[Task]] = {
     "dyck": dyck.Dyck,
     "addition": addition.Addition,
     "modarith": modarith.ModArith,
+    "chase": chase.Chase,
 }
 
 
