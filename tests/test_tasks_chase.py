@@ -1,119 +1,141 @@
-"""Chase: values and features against a reference that walks the assignments from `problem`."""
+"""Chase: value and features against a reference that walks the assignments from `problem`."""
+import collections
 
+import numpy as np
 import pytest
 
 from anira_jax import tasks
-from anira_jax.tasks.base import PAD, SEP
+from anira_jax.tasks.base import SEP
 
 SIZES = (1, 2, 5, 8, 16)
+OPTIONS = [{}, {"num_vars": 30, "num_values": 3, "num_chains": 3}, {"num_chains": 1}]
 
 
-def walk(rhs: dict, q: str, stop: set[str]) -> tuple[str, int]:
-  """(where it stops, links followed) from q, stopping at a constant-assigned or stop variable."""
-  x, links = q, 0
-  while isinstance(rhs[x], str) and x not in stop:
-    x, links = rhs[x], links + 1
-    assert links <= len(rhs)                       # no cycles
-  return x, links
+def walk(rhs: dict, q: str) -> list[str]:
+  """q and the variables followed from it up to the one assigned a constant."""
+  path = [q]
+  while isinstance(rhs[path[-1]], str):
+    path.append(rhs[path[-1]])
+    assert len(path) <= len(rhs)                   # no cycles
+  return path
 
 
 def reference(problem: dict) -> tuple[list[int], dict[str, list[int]]]:
-  """Each query resolved in a dict of assignments; fresh hops stop at earlier queries too."""
-  rhs = {lhs: r for lhs, r in problem["assignments"]}
-  queries = problem["queries"]
-  answer, hops, fresh = [], [], []
-  for j, q in enumerate(queries):
-    end, links = walk(rhs, q, set())
-    answer.append(rhs[end])
-    hops.append(links)
-    fresh.append(walk(rhs, q, set(queries[:j]))[1])
-  return answer, {
-      "num_vars": [len(rhs)] * len(queries),
-      "referenced": [sum(r == q for _, r in problem["assignments"]) for q in queries],
-      "hops": hops,
-      "fresh_hops": fresh,
+  """The query resolved in a dict of assignments."""
+  rhs = dict(problem["assignments"])
+  path = walk(rhs, problem["query"])
+  return [rhs[path[-1]]], {
+      "num_vars": [len(rhs)],
+      "referenced": [sum(r == problem["query"] for r in rhs.values())],
+      "hops": [len(path) - 1],
   }
+
+
+def chain_sizes(problem: dict) -> dict[int, int]:
+  """Variables whose value is each constant."""
+  rhs = dict(problem["assignments"])
+  return collections.Counter(rhs[walk(rhs, v)[-1]] for v in rhs)
 
 
 def token(task, symbol: str | int) -> int:
   return 2 + task.num_values + int(symbol[1:]) if isinstance(symbol, str) else 2 + symbol
 
 
-@pytest.mark.parametrize("options", [{}, {"num_vars": 24, "num_values": 3, "const_prob": 0.5},
-                                     {"const_prob": 0.0}])
+@pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("size", SIZES)
-def test_answers_and_features_match_reference(size, seed, options):
+def test_answer_features_and_tokens_match_reference(size, seed, options):
   task = tasks.get("chase", **options)
-  for ex in task.examples(seed, size, 10):
-    assignments, queries = ex.problem["assignments"], ex.problem["queries"]
+  for ex in task.examples(seed, size, 20):
+    assignments, query = ex.problem["assignments"], ex.problem["query"]
     names = [lhs for lhs, _ in assignments]
-    assert len(set(names)) == size and sorted(queries) == sorted(names)
+    assert len(set(names)) == size and query in names
     assert all(0 <= int(v[1:]) < task.num_vars for v in names)
     assert all(r in names if isinstance(r, str) else 0 <= r < task.num_values
                for _, r in assignments)
     answer, features = reference(ex.problem)
-    assert ex.answer == answer
-    assert ex.features == features
+    assert ex.answer == answer and ex.features == features
     expected_prompt = [token(task, s) for assignment in assignments for s in assignment]
-    expected_prompt += [2 + task.num_values + task.num_vars]
-    expected_prompt += [token(task, q) for q in queries]
+    expected_prompt += [2 + task.num_values + task.num_vars, token(task, query)]
     assert ex.prompt_tokens == expected_prompt
-    assert ex.answer_tokens == [2 + v for v in answer]
-    tokens = ex.prompt_tokens + ex.answer_tokens
-    assert all(2 <= t < task.vocab_size for t in tokens)
-    assert len(tokens) == task.seq_len(size)        # the bound is tight for every example
+    assert ex.answer_tokens == [2 + answer[0]]
+    assert all(2 <= t < task.vocab_size for t in ex.prompt_tokens + ex.answer_tokens)
+    assert len(ex.prompt_tokens) + len(ex.answer_tokens) == task.seq_len(size)   # tight bound
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("size", SIZES)
+def test_chains_are_disjoint_balanced_with_distinct_constants(size, options):
+  task = tasks.get("chase", **options)
+  chains = min(task.num_chains, size)
+  for ex in task.examples(2, size, 30):
+    rhs = dict(ex.problem["assignments"])
+    constants = [r for r in rhs.values() if isinstance(r, int)]
+    assert len(constants) == len(set(constants)) == chains
+    sizes = chain_sizes(ex.problem)
+    assert sorted(sizes) == sorted(constants)
+    assert max(sizes.values()) - min(sizes.values()) <= 1
+    referenced = collections.Counter(r for r in rhs.values() if isinstance(r, str))
+    assert max(referenced.values(), default=1) == 1          # chains, not trees
+    assert ex.features["hops"][0] < sizes[ex.answer[0]]
 
 
 def test_hand_example_through_encode():
-  task = tasks.get("chase")                        # constant c -> 2 + c, v -> 10 + v, QUERY 26
-  program = {3: (5, False), 0: (2, False), 7: (0, True), 4: (3, True), 1: (7, True),
-             2: (1, True)}
-  ex = task.example(program, written=[1, 4, 2, 0, 7, 3], queries=[1, 3, 2, 4, 7, 0])
+  task = tasks.get("chase")                        # constant c -> 2 + c, v -> 10 + v, QUERY 34
+  program = {3: (5, False), 7: (3, True), 1: (7, True), 2: (1, True),
+             0: (2, False), 4: (0, True), 5: (4, True)}
+  ex = task.example(program, written=[1, 4, 2, 0, 7, 5, 3], query=1)
   assert ex.problem == {
-      "assignments": [["v1", "v7"], ["v4", "v3"], ["v2", "v1"], ["v0", 2], ["v7", "v0"],
-                      ["v3", 5]],
-      "queries": ["v1", "v3", "v2", "v4", "v7", "v0"]}
-  # v1 -> v7 -> v0 = 2: 2 hops, nothing queried before.  v3 = 5: 0 hops.
-  # v2 -> v1 -> v7 -> v0: 3 hops, but v1 was queried at j = 0, so 1 fresh hop.
-  # v4 -> v3 = 5 and v7 -> v0 = 2: 1 hop each.  v0 = 2: 0 hops.
-  # Referenced by: v1 (v2), v3 (v4), v7 (v1), v0 (v7); v2 and v4 by nothing.
-  expected = {"num_vars": [6] * 6, "referenced": [1, 1, 0, 0, 1, 1],
-              "hops": [2, 0, 3, 1, 1, 0], "fresh_hops": [2, 0, 1, 1, 1, 0]}
-  assert ex.answer == [2, 5, 2, 5, 2, 2]
+      "assignments": [["v1", "v7"], ["v4", "v0"], ["v2", "v1"], ["v0", 2], ["v7", "v3"],
+                      ["v5", "v4"], ["v3", 5]],
+      "query": "v1"}
+  # v1 -> v7 -> v3 = 5: 2 hops; v2 is assigned v1, so v1 is referenced once.
+  expected = {"num_vars": [7], "referenced": [1], "hops": [2]}
+  assert ex.answer == [5] and ex.answer_tokens == [7]
   assert ex.features == expected == reference(ex.problem)[1]
-  assert ex.prompt_tokens == [11, 17, 14, 13, 12, 11, 10, 4, 17, 10, 13, 7,
-                              26, 11, 13, 12, 14, 17, 10]
-  arrays = task.encode([ex], task.seq_len(6))
-  assert arrays["inputs"].shape == (1, 25)
-  assert arrays["inputs"][0, 18:25].tolist() == [10, SEP, 4, 7, 4, 7, 4]   # last query v0
-  assert arrays["targets"][0, 18:25].tolist() == [SEP, 4, 7, 4, 7, 4, 4]
-  assert arrays["loss_mask"][0].tolist() == [False] * 19 + [True] * 6
-  assert arrays["targets"][0, 21] == 4 and arrays["features"]["hops"][0, 21] == 3   # v2's value
+  assert ex.prompt_tokens == [11, 17, 14, 10, 12, 11, 10, 4, 17, 13, 15, 14, 13, 7, 34, 11]
+  arrays = task.encode([ex], task.seq_len(7))
+  assert arrays["inputs"][0].tolist() == ex.prompt_tokens + [SEP]
+  assert arrays["targets"][0].tolist() == ex.prompt_tokens[1:] + [SEP, 7]
+  assert arrays["loss_mask"][0].tolist() == [False] * 16 + [True]
   for name, values in expected.items():
-    assert arrays["features"][name][0, 19:].tolist() == values
-    assert (arrays["features"][name][0, :19] == 0).all()
-  assert PAD not in arrays["inputs"][0].tolist()
+    assert arrays["features"][name][0].tolist() == [0] * 16 + values
+  assert chain_sizes(ex.problem) == {5: 4, 2: 3}
+  for q, hops in ((3, 0), (2, 3), (0, 0), (5, 2)):
+    assert task.example(program, [1, 4, 2, 0, 7, 5, 3], q).features["hops"] == [hops]
 
 
-def refers_forward(assignments: list) -> bool:
-  """Some right-hand side is a variable whose own assignment is written later."""
-  position = {lhs: i for i, (lhs, _) in enumerate(assignments)}
-  return any(isinstance(r, str) and position[r] > i for i, (_, r) in enumerate(assignments))
+def test_hops_are_uniform_over_the_chain_and_the_answer_is_not_guessable():
+  task = tasks.get("chase")
+  examples = task.examples(0, 8, 4000)             # 2 chains of 4 variables
+  hops = np.array([ex.features["hops"][0] for ex in examples])
+  np.testing.assert_allclose(np.bincount(hops) / hops.size, [0.25] * 4, atol=0.03)
+  first_constant = [next(r for _, r in ex.problem["assignments"] if isinstance(r, int))
+                    for ex in examples]
+  agree = np.mean([ex.answer[0] == c for ex, c in zip(examples, first_constant)])
+  assert abs(agree - 0.5) < 0.03                   # either constant is the answer half the time
+  longest = max(ex.features["hops"][0] for ex in task.examples(0, 16, 200))
+  assert longest == 7
+  three = tasks.get("chase", num_chains=3).examples(0, 9, 600)
+  assert {ex.features["hops"][0] for ex in three} == {0, 1, 2}
 
 
-def test_orders_are_shuffled_and_knobs_act():
+def test_assignments_are_shuffled():
   examples = tasks.get("chase").examples(0, 8, 20)
-  assert any(refers_forward(ex.problem["assignments"]) for ex in examples)
-  assert any(ex.problem["queries"] != [lhs for lhs, _ in ex.problem["assignments"]]
-             for ex in examples)
-  assert max(max(ex.features["hops"]) for ex in examples) >= 3
-  assert any(ex.features["fresh_hops"] != ex.features["hops"] for ex in examples)
-  for ex in tasks.get("chase", const_prob=1.0).examples(0, 8, 5):
-    assert ex.features["hops"] == ex.features["fresh_hops"] == [0] * 8
-  for ex in tasks.get("chase", const_prob=0.0).examples(0, 8, 5):
+  position = lambda ex: {lhs: i for i, (lhs, _) in enumerate(ex.problem["assignments"])}
+  forward = [any(isinstance(r, str) and position(ex)[r] > i
+                 for i, (_, r) in enumerate(ex.problem["assignments"])) for ex in examples]
+  backward = [any(isinstance(r, str) and position(ex)[r] < i
+                  for i, (_, r) in enumerate(ex.problem["assignments"])) for ex in examples]
+  assert any(forward) and any(backward)
+
+
+def test_single_chain_and_single_variable():
+  for ex in tasks.get("chase", num_chains=1).examples(0, 6, 10):
     constants = [r for _, r in ex.problem["assignments"] if isinstance(r, int)]
-    assert len(constants) == 1 and ex.answer == constants * 8
+    assert len(constants) == 1 and ex.answer == constants
+  for ex in tasks.get("chase").examples(0, 1, 5):
+    assert ex.features == {"num_vars": [1], "referenced": [0], "hops": [0]}
 
 
 def test_same_seed_same_examples():
@@ -128,6 +150,6 @@ def test_size_limits_and_options():
   assert len(task.examples(0, 4, 3)) == 3
   with pytest.raises(ValueError, match="needs sizes <= num_vars=4, got 5"):
     task.examples(0, 5, 1)
-  for bad in ({"num_vars": 0}, {"num_values": 0}, {"const_prob": 1.5}):
+  for bad in ({"num_vars": 0}, {"num_chains": 0}, {"num_values": 2, "num_chains": 3}):
     with pytest.raises(ValueError, match="chase needs"):
       tasks.get("chase", **bad)
