@@ -1,6 +1,8 @@
 """Pointer chasing: one query into 2 chains of n variables; train n in [2, 6], evaluate to 16.
 
 Chains of n variables reach ceil(n / 2) - 1 hops: up to 2 in training, 7 at n = 16.
+Not learned at this budget on the CPU (sequence accuracy 0.5, chance): docs/design.md, "A task
+whose tokens need serial steps".
 python -m anira_jax.main --config=configs/chase.py[:anira_o|anira_e|fixed|transformer]
 """
 from anira_jax import config
