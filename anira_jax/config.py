@@ -26,6 +26,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.task.options = ml_collections.ConfigDict()   # family knobs, passed to tasks.get
   c.task.train_sizes = (2, 8)                    # inclusive (min, max)
   c.task.eval_sizes = (2, 4, 8, 12, 16)
+  c.task.curriculum_steps = 0                    # largest training size grows min -> max (0: off)
 
   c.model = ml_collections.ConfigDict()
   c.model.variant = variant
@@ -101,6 +102,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(len(train) == 2, f"task.train_sizes is (min, max), got {c.task.train_sizes!r}")
   lo, hi = train
   _check(lo <= hi, f"task.train_sizes {train}: min {lo} exceeds max {hi}")
+  _check(c.task.curriculum_steps >= 0,
+         f"task.curriculum_steps must be >= 0 (0: no curriculum), got {c.task.curriculum_steps}")
   evals = _sizes(c.task.eval_sizes, "task.eval_sizes")
   _check(len(evals) > 0, "task.eval_sizes is empty")
   for size in (lo,) + evals:

@@ -10,13 +10,22 @@ from anira_jax import tasks
 TRAIN_KEYS = ("inputs", "targets", "loss_mask")
 
 
+def largest_size(lo: int, hi: int, step: int, curriculum_steps: int) -> int:
+  """The largest training size drawn at `step`: lo at step 0, then one more at each of
+  hi - lo + 1 equal stages of the curriculum, and hi from `curriculum_steps` on (always when 0)."""
+  if step >= curriculum_steps:
+    return hi
+  return lo + (hi - lo + 1) * step // curriculum_steps
+
+
 def train_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int) -> dict:
-  """The global training batch of `step`: sizes uniform in task.train_sizes, padded to the
-  longest training size so one compiled step serves them all. Resuming at `step` sees exactly
-  the batch an uninterrupted run would."""
+  """The global training batch of `step`: sizes uniform from the smallest training size up to
+  `largest_size`, padded to the longest training size so one compiled step serves them all.
+  Resuming at `step` sees exactly the batch an uninterrupted run would."""
   lo, hi = cfg.task.train_sizes
   rng = np.random.default_rng([cfg.seed, step])
-  sizes = rng.integers(lo, hi + 1, cfg.train.batch_size)
+  top = largest_size(lo, hi, step, cfg.task.curriculum_steps)
+  sizes = rng.integers(lo, top + 1, cfg.train.batch_size)
   step_seed = int(rng.integers(2**31))
   examples = [None] * len(sizes)
   for size in np.unique(sizes):

@@ -53,6 +53,33 @@ def test_train_batch_sizes_and_shapes(sizes):
   assert seen == set(range(sizes[0], sizes[1] + 1))   # every size in range is drawn
 
 
+@pytest.mark.parametrize("step,expected", [(0, 2), (2, 2), (3, 3), (5, 3), (6, 4), (8, 4),
+                                           (9, 5), (11, 5), (12, 5), (1000, 5)])
+def test_largest_size_grows_in_equal_stages(step, expected):
+  # Sizes 2..5 over 12 steps: four stages of 3 steps each, then the full range.
+  assert data.largest_size(2, 5, step, 12) == expected
+
+
+def test_largest_size_without_curriculum_is_max():
+  assert data.largest_size(2, 5, 0, 0) == 5
+
+
+def test_curriculum_batches_hold_only_sizes_reached():
+  cfg = tiny_config("fixed", task__train_sizes=(2, 5), task__curriculum_steps=40,
+                    train__batch_size=64)
+  task = config_lib.validate(cfg)
+  answer_sizes = lambda step: set(data.train_batch(cfg, task, step)["loss_mask"].sum(1).tolist())
+  assert answer_sizes(0) == {2}                       # sorting: answer tokens = the size
+  assert answer_sizes(15) == {2, 3}
+  assert answer_sizes(40) == {2, 3, 4, 5}
+  assert data.train_batch(cfg, task, 0)["inputs"].shape == (64, task.seq_len(5))
+
+
+def test_negative_curriculum_is_rejected():
+  with pytest.raises(config_lib.ConfigError, match="task.curriculum_steps must be >= 0"):
+    config_lib.validate(tiny_config("fixed", task__curriculum_steps=-1))
+
+
 def test_eval_sets_independent_of_training_seed():
   a_cfg, b_cfg = tiny_config("anira_o", seed=0), tiny_config("anira_e", seed=123)
   a = data.eval_sets(a_cfg, config_lib.validate(a_cfg))
