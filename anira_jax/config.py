@@ -46,6 +46,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
   c.halting.penalty = "ponder"      # one of halting.PENALTIES (docs/design.md: the halting default)
   c.halting.penalty_weight = 0.01
+  c.halting.depth_warmup = 0        # steps with the halting unit off: every token runs k_max
   c.halting.penalty_warmup = 0      # steps with no penalty
   c.halting.penalty_ramp = 0        # steps of linear ramp after the warm-up
   c.halting.prior_lambda = 0.2      # geometric prior parameter for kl_geometric
@@ -127,6 +128,7 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(h.output in OUTPUTS, f"halting.output must be one of {', '.join(OUTPUTS)}")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
+  _check(h.depth_warmup >= 0, f"halting.depth_warmup must be >= 0, got {h.depth_warmup}")
   _check(0.0 < h.prior_lambda < 1.0, "halting.prior_lambda must be in (0, 1)")
   t = c.train
   _check(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")

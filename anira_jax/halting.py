@@ -73,6 +73,18 @@ def penalty(kind: str, weights_BxLxK: jax.Array, depth_BxL: jax.Array,
   raise ValueError(f"unknown halting.penalty {kind!r}; valid: {', '.join(PENALTIES)}")
 
 
+OFF_LOGIT = -30.0   # sigmoid(-30) ~ 1e-13: a halting unit held here never halts a token early
+
+
+def switched_off(halt_params: dict, step: jax.Array, depth_warmup: int) -> dict:
+  """The halting unit's parameters before step `depth_warmup`: logits held at OFF_LOGIT, so every
+  token runs K_max iterations (a fixed-depth model) and no gradient reaches the unit; unchanged
+  from then on."""
+  off = step < depth_warmup
+  return {"kernel": jnp.where(off, 0.0, halt_params["kernel"]),
+          "bias": jnp.where(off, OFF_LOGIT, halt_params["bias"])}
+
+
 def penalty_scale(step: jax.Array, weight: float, warmup: int, ramp: int) -> jax.Array:
   """Penalty weight at a train step: 0 for `warmup` steps, then a linear ramp over `ramp` steps."""
   progress = jnp.clip((step - warmup + 1) / max(ramp, 1), 0.0, 1.0)

@@ -33,6 +33,9 @@ def depth_stats(depth_BxL: jax.Array, probs_BxLxK: jax.Array, mask_BxL: jax.Arra
 def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict, step: jax.Array,
               axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """(per-device loss, {"mean": per-device terms to pmean, "sum": per-device sums to psum})."""
+  if cfg.model.variant in model.ADAPTIVE:
+    params = {**params, "halt": halting.switched_off(params["halt"], step,
+                                                     cfg.halting.depth_warmup)}
   logits_BxLxV, final = recurrence.forward(cfg, params, batch["inputs"], mode="scan")
   answer_BxL = batch["loss_mask"]
   valid_BxL = batch["inputs"] != PAD

@@ -162,3 +162,13 @@ def test_penalty_scale_no_warmup_is_full_from_start():
 def test_unknown_penalty_raises():
   with pytest.raises(ValueError, match=r"unknown halting.penalty 'l2'.*ponder, kl_geometric"):
     halting.penalty("l2", jnp.zeros((1, 1, 2)), jnp.ones((1, 1), jnp.int32), 0.2)
+
+
+def test_switched_off_holds_logits_then_returns_params_unchanged():
+  params = {"kernel": jnp.full((4, 1), 0.5), "bias": jnp.full((1,), 2.0)}
+  off = halting.switched_off(params, jnp.asarray(9), 10)
+  np.testing.assert_array_equal(off["kernel"], 0.0)
+  np.testing.assert_array_equal(off["bias"], halting.OFF_LOGIT)
+  on = halting.switched_off(params, jnp.asarray(10), 10)
+  for key in params:
+    np.testing.assert_array_equal(on[key], params[key])

@@ -104,6 +104,20 @@ def test_penalty_scale_enters_loss():
                                        float(aux1["mean"]["penalty"]), rel=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
+def test_depth_warmup_runs_every_token_to_k_max_and_freezes_the_halting_unit(variant):
+  # halt_bias=1.0 would halt most tokens after one iteration; the warm-up overrides it.
+  cfg, params, batch = _setup(variant, halting__depth_warmup=50)
+  halt_grad = lambda step: jax.grad(lambda p: objective(cfg, p, batch, step)[0])(params)["halt"]
+  for step, off in ((0, True), (49, True), (50, False)):
+    _, aux = objective(cfg, params, batch, jnp.asarray(step, jnp.int32))
+    hist = aux["sum"]["depth_hist"]
+    at_k_max = float(hist[-1]) == float(jnp.sum(hist)) == float(aux["sum"]["answer_tokens"])
+    assert at_k_max == off, step
+    grads = jax.tree.leaves(halt_grad(jnp.asarray(step, jnp.int32)))
+    assert all(bool(jnp.all(g == 0)) for g in grads) == off, step
+
+
 def test_depth_stats_by_hand():
   depth = jnp.asarray([[1, 3, 0], [2, 3, 3]])
   mask = jnp.asarray([[True, True, False], [False, True, True]])

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anira_jax import model, recurrence, runs
+from anira_jax import halting, model, recurrence, runs
 from anira_jax.tasks.base import PAD
 from conftest import LOOPED, VARIANTS, forward, random_params, tiny_batch, tiny_config
 
@@ -70,6 +70,21 @@ def test_scan_equals_while_random_params(variant, bias, threshold, output, tempe
                     halting__temperature=temperature)
   params = random_params(cfg, seed=1, halt_bias=bias)
   _check_scan_equals_while(cfg, params, _inputs(cfg), use_jit, early)
+
+
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
+def test_scan_equals_while_with_halting_unit_switched_off(variant):
+  # halting.depth_warmup: the parameters training uses before the warm-up ends.
+  cfg = tiny_config(variant)
+  params = random_params(cfg, seed=1, halt_bias=2.0)
+  params = {**params, "halt": halting.switched_off(params["halt"], jnp.asarray(0), 1)}
+  inputs = _inputs(cfg)
+  logits_s, final_s = recurrence.forward(cfg, params, inputs, mode="scan")
+  logits_w, final_w = recurrence.forward(cfg, params, inputs, mode="while")
+  np.testing.assert_array_equal(np.asarray(logits_s), np.asarray(logits_w))
+  for field in final_s._fields:
+    np.testing.assert_array_equal(getattr(final_s, field), getattr(final_w, field), err_msg=field)
+  np.testing.assert_array_equal(np.asarray(final_w.depth_BxL)[inputs != PAD], cfg.model.k_max)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
