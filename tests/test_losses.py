@@ -108,14 +108,14 @@ def test_penalty_scale_enters_loss():
 def test_depth_warmup_runs_every_token_to_k_max_and_freezes_the_halting_unit(variant):
   # halt_bias=1.0 would halt most tokens after one iteration; the warm-up overrides it.
   cfg, params, batch = _setup(variant, halting__depth_warmup=50)
-  halt_grad = lambda step: jax.grad(lambda p: objective(cfg, p, batch, step)[0])(params)["halt"]
+  loss_and_grad = jax.jit(jax.value_and_grad(
+      lambda p, step: losses.objective(cfg, p, batch, step), has_aux=True))
   for step, off in ((0, True), (49, True), (50, False)):
-    _, aux = objective(cfg, params, batch, jnp.asarray(step, jnp.int32))
+    (_, aux), grads = loss_and_grad(params, jnp.asarray(step, jnp.int32))
     hist = aux["sum"]["depth_hist"]
     at_k_max = float(hist[-1]) == float(jnp.sum(hist)) == float(aux["sum"]["answer_tokens"])
     assert at_k_max == off, step
-    grads = jax.tree.leaves(halt_grad(jnp.asarray(step, jnp.int32)))
-    assert all(bool(jnp.all(g == 0)) for g in grads) == off, step
+    assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grads["halt"])) == off, step
 
 
 def test_depth_stats_by_hand():
