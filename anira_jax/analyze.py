@@ -23,7 +23,6 @@ import numpy as np
 from anira_jax import analysis, cli, evaluate, model, plots, runs, tasks
 
 
-
 def load(workdir: str) -> dict:
   """{"workdir", "config", "eval", "records"} of a run; UserError naming what is missing."""
   if not os.path.isdir(workdir):
