@@ -25,7 +25,8 @@ from anira_jax import analysis, cli, evaluate, sweep, tasks
 # change when the config files' halting default does.
 PLAIN: dict = {"output": "state", "threshold": 0.01, "temperature": 1.0, "bias_init": 0.0,
                "depth_warmup": 0, "penalty": "ponder", "penalty_weight": 0.01, "penalty_warmup": 0,
-               "penalty_ramp": 0, "prior_lambda": 0.2}
+               "penalty_ramp": 0, "prior_lambda": 0.2, "penalty_tokens": "all",
+               "input_norm": False}
 # Each remedy: the halting.* fields it changes from PLAIN.
 REMEDIES: dict[str, dict] = {
     "plain_ponder": {},

@@ -13,23 +13,35 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
   return float(scipy.stats.spearmanr(x, y).statistic)
 
 
-def spearman_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = 200,
-                level: float = 0.95) -> tuple[float, float, float]:
-  """(rho, low, high): Spearman with a percentile bootstrap interval over tokens."""
-  return mean_spearman_ci([(x, y)], seed, resamples, level)
+def spearman_ci(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, seed: int = 0,
+                resamples: int = 200, level: float = 0.95) -> tuple[float, float, float]:
+  """(rho, low, high): Spearman with a percentile bootstrap interval (see mean_spearman_ci)."""
+  return mean_spearman_ci([(x, y, groups)], seed, resamples, level)
 
 
-def mean_spearman_ci(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0,
-                     resamples: int = 200, level: float = 0.95) -> tuple[float, float, float]:
-  """(mean rho, low, high) of the Spearman correlations of several runs (one (x, y) pair each),
-  with a percentile bootstrap interval of that mean: each draw resamples tokens within every run."""
+def _resample(groups_N: np.ndarray | None, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Indices of one bootstrap draw: whole groups with replacement (tokens when groups is None)."""
+  if groups_N is None:
+    return rng.integers(0, size, size)
+  ids, inverse = np.unique(groups_N, return_inverse=True)
+  members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+  return np.concatenate([members[g] for g in rng.integers(0, ids.size, ids.size)])
+
+
+def mean_spearman_ci(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+                     seed: int = 0, resamples: int = 200,
+                     level: float = 0.95) -> tuple[float, float, float]:
+  """(mean rho, low, high) of the Spearman correlations of several runs, one (x, y, groups)
+  each, with a percentile bootstrap interval of that mean: each draw resamples the groups (the
+  examples: tokens of one example are not independent) within every run; groups None resamples
+  tokens."""
   rng = np.random.default_rng(seed)
-  draws_RxS = np.array([[spearman(x[i], y[i]) for i in (rng.integers(0, x.size, x.size)
+  draws_RxS = np.array([[spearman(x[i], y[i]) for i in (_resample(g, x.size, rng)
                                                          for _ in range(resamples))]
-                        for x, y in pairs])
+                        for x, y, g in pairs])
   tail = 100 * (1 - level) / 2
   means_S = draws_RxS.mean(axis=0)
-  return (float(np.mean([spearman(x, y) for x, y in pairs])),
+  return (float(np.mean([spearman(x, y) for x, y, _ in pairs])),
           float(np.percentile(means_S, tail)), float(np.percentile(means_S, 100 - tail)))
 
 
@@ -41,6 +53,11 @@ def r_squared(features_NxF: np.ndarray, y_N: np.ndarray) -> float:
   coef, *_ = np.linalg.lstsq(x, y_N, rcond=None)
   residual = y_N - x @ coef
   return float(1.0 - residual @ residual / np.sum((y_N - y_N.mean()) ** 2))
+
+
+def example_ids(records: dict[str, np.ndarray]) -> np.ndarray:
+  """One id per (size, example): the unit a bootstrap resamples."""
+  return records["size"].astype(np.int64) * 1_000_000 + records["example"]
 
 
 def select(records: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -40,7 +40,21 @@ def load(workdir: str) -> dict:
   if not records["in_distribution"].any():
     raise cli.UserError(f"{workdir} has no evaluation size within task.train_sizes, where "
                         "alignment is measured; add one to task.eval_sizes and re-evaluate")
-  return {"workdir": workdir, "config": cfg, "eval": result, "records": records}
+  if "needed_depth" not in records:
+    raise cli.UserError(f"{workdir}/tokens.npz has no needed depth (written by an older version); "
+                        f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}")
+  history = os.path.join(workdir, "evals.jsonl")
+  evals = []
+  if os.path.isfile(history):
+    with open(history) as f:
+      evals = [json.loads(line) for line in f]
+  return {"workdir": workdir, "config": cfg, "eval": result, "records": records, "evals": evals}
+
+
+def label(cfg) -> str:
+  """A group's name: the variant, and the depth of a fixed-depth baseline (`fixed_k4`)."""
+  return cfg.model.variant if cfg.model.variant in model.ADAPTIVE else (
+      f"{cfg.model.variant}_k{cfg.model.k_max}")
 
 
 def mean_std(values: list[float]) -> dict:
@@ -63,9 +77,9 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
   outside = [analysis.select(r["records"], ~r["records"]["in_distribution"]) for r in group]
   spearman = {}
   for name, kind in task.feature_kinds.items():
-    pairs = [(r["depth"], r[f"feature/{name}"]) for r in inside]
+    pairs = [(r["depth"], r[f"feature/{name}"], analysis.example_ids(r)) for r in inside]
     _, low, high = analysis.mean_spearman_ci(pairs, resamples=resamples)
-    per_seed = [analysis.spearman(x, y) for x, y in pairs]
+    per_seed = [analysis.spearman(x, y) for x, y, _ in pairs]
     spearman[name] = {"kind": kind, "rho": mean_std(per_seed), "ci95": [low, high],
                       "per_seed": per_seed}
   regressions = [analysis.regression(r, task.feature_kinds) for r in inside]
@@ -73,7 +87,7 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
   hist = lambda depth: evaluate.depth_summary(depth, np.ones(depth.shape, bool),
                                               cfg.model.k_max)["depth_hist"]
   return {
-      "task": task.name, "variant": cfg.model.variant,
+      "task": task.name, "variant": cfg.model.variant, "label": label(cfg),
       "adaptive": cfg.model.variant in model.ADAPTIVE,
       "seeds": [int(r["config"].seed) for r in group], "workdirs": [r["workdir"] for r in group],
       "steps": [r["eval"]["step"] for r in group], "train_sizes": list(cfg.task.train_sizes),
@@ -91,7 +105,53 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
           _concat(inside, "depth"), _concat(inside, f"feature/{task.main_feature}"))},
       "depth_hist": {"in_distribution": hist(_concat(inside, "depth")),
                      "out_of_distribution": hist(_concat(outside, "depth"))},
+      "needed": needed_summary(group, inside, resamples),
+      "forced": {size: {k: np.mean([r["eval"]["sizes"][size][k] for r in group], axis=0).tolist()
+                        for k in ("forced_token_accuracy", "forced_sequence_accuracy")}
+                 for size in group[0]["eval"]["sizes"]},
+      "history": history(group),
   }
+
+
+def needed_summary(group: list[dict], inside: list[dict], resamples: int) -> dict:
+  """Needed depth on in-distribution answer tokens that some forced depth reproduces: its
+  distribution, the waste (own - needed), Spearman(own, needed) with a bootstrap interval over
+  examples, and the in-distribution sequence accuracy at each forced depth."""
+  k_max = group[0]["config"].model.k_max
+  matched = [analysis.select(r, r["needed_depth"] > 0) for r in inside]
+  pairs = [(r["depth"], r["needed_depth"], analysis.example_ids(r)) for r in matched]
+  rho, low, high = analysis.mean_spearman_ci(pairs, resamples=resamples)
+  per_run = lambda fn: mean_std([fn(r) for r in matched])
+  forced = [np.mean([m["forced_sequence_accuracy"] for m in r["eval"]["sizes"].values()
+                     if m["in_distribution"]], axis=0) for r in group]
+  return {
+      "spearman": {"rho": mean_std([analysis.spearman(x, y) for x, y, _ in pairs]),
+                   "ci95": [low, high], "mean_of_seeds": rho},
+      "mean": per_run(lambda r: float(r["needed_depth"].mean())),
+      "std": per_run(lambda r: float(r["needed_depth"].std())),
+      "own_mean": per_run(lambda r: float(r["depth"].mean())),
+      "waste": per_run(lambda r: float((r["depth"] - r["needed_depth"]).mean())),
+      "unmatched": mean_std([1.0 - m["depth"].size / r["depth"].size
+                             for m, r in zip(matched, inside)]),
+      "hist": evaluate.depth_summary(_concat(matched, "needed_depth"),
+                                     np.ones(_concat(matched, "depth").shape, bool),
+                                     k_max)["depth_hist"],
+      "own_by_needed": analysis.depth_by_value(_concat(matched, "depth"),
+                                               _concat(matched, "needed_depth")),
+      "forced_sequence_accuracy": {"mean": np.mean(forced, axis=0).tolist(),
+                                   "std": np.std(forced, axis=0).tolist()},
+  }
+
+
+def history(group: list[dict]) -> dict:
+  """Alignment at each evaluation during training (evals.jsonl), mean over the runs that have
+  it at that step."""
+  steps = sorted({e["step"] for r in group for e in r["evals"] if "alignment" in e})
+  at = lambda step, key: [e["alignment"][key] for r in group for e in r["evals"]
+                          if e["step"] == step and "alignment" in e]
+  return {"steps": steps,
+          **{key: [float(np.mean(at(s, key))) for s in steps]
+             for key in ("spearman_needed", "spearman_main")}}
 
 
 def analyze(workdirs: list[str], resamples: int = 200) -> dict:
@@ -99,7 +159,7 @@ def analyze(workdirs: list[str], resamples: int = 200) -> dict:
   groups: dict[str, list[dict]] = {}
   for workdir in workdirs:
     run = load(workdir)
-    groups.setdefault(f"{run['config'].task.name}/{run['config'].model.variant}", []).append(run)
+    groups.setdefault(f"{run['config'].task.name}/{label(run['config'])}", []).append(run)
   return {"groups": {key: group_summary(group, resamples)
                      for key, group in sorted(groups.items())}}
 
@@ -126,7 +186,7 @@ def markdown(result: dict, plot_files: list[str]) -> str:
   groups = result["groups"]
   lines = ["", "## Runs", "", "| task | variant | seeds | steps | train sizes |",
            "| --- | --- | --- | --- | --- |"]
-  lines += [f"| {g['task']} | {g['variant']} | {g['seeds']} | {sorted(set(g['steps']))} | "
+  lines += [f"| {g['task']} | {g['label']} | {g['seeds']} | {sorted(set(g['steps']))} | "
             f"{g['train_sizes'][0]}–{g['train_sizes'][1]} |" for g in groups.values()]
   lines += ["", ("Numbers are mean ± standard deviation over seeds (the mean alone for one "
                  "seed). Alignment uses in-distribution answer tokens; intervals are bootstrap 95% "
@@ -134,7 +194,7 @@ def markdown(result: dict, plot_files: list[str]) -> str:
                  "`k_max` iterations, so their depth is constant and its correlations and R² are "
                  "0 by definition.")]
   for task in sorted({g["task"] for g in groups.values()}):
-    group = {g["variant"]: g for g in groups.values() if g["task"] == task}
+    group = {g["label"]: g for g in groups.values() if g["task"] == task}
     first = next(iter(group.values()))
     lines += ["", f"## {task}", "", "### Accuracy and depth per size", "",
               "| variant | size | | token accuracy | sequence accuracy | mean depth |",
@@ -158,9 +218,36 @@ def markdown(result: dict, plot_files: list[str]) -> str:
     lines += [f"| {variant} | " + " | ".join(_ms(g["regression"][k]) for k in (
         "r2_structural", "r2_execution", "r2_both", "r2_execution_added")) + " |"
               for variant, g in group.items() if g["adaptive"]]
+    lines += needed_markdown(group)
   if plot_files:
     lines += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}](plots/{p})" for p in plot_files]
   return "\n".join(lines) + "\n"
+
+
+def needed_markdown(group: dict[str, dict]) -> list[str]:
+  """The needed-depth tables of one task: what the model needs against what it spends, and the
+  in-distribution sequence accuracy when every token is forced to halt at k."""
+  k_max = max(g["k_max"] for g in group.values())
+  lines = ["", "### Needed depth (oracle exit), in-distribution answer tokens", "",
+           "Needed depth: the smallest forced depth k (every token halts at k) whose prediction "
+           "equals the model's own; waste = own depth - needed depth. Intervals resample "
+           "examples.", "",
+           "| variant | own depth | needed depth (mean, std) | waste | Spearman(own, needed) | "
+           "not reproduced by any k |", "| --- | --- | --- | --- | --- | --- |"]
+  for name, g in group.items():
+    n = g["needed"]
+    rho = (f"{_ms(n['spearman']['rho'], 2)} [{n['spearman']['ci95'][0]:.2f}, "
+           f"{n['spearman']['ci95'][1]:.2f}]" if g["adaptive"] else "0 (constant)")
+    lines.append(f"| {name} | {_ms(n['own_mean'], 2)} | {_ms(n['mean'], 2)}, "
+                 f"{_ms(n['std'], 2)} | {_ms(n['waste'], 2)} | {rho} | {_ms(n['unmatched'])} |")
+  lines += ["", "In-distribution sequence accuracy with every token forced to halt at k:", "",
+            "| variant | " + " | ".join(f"k={k}" for k in range(1, k_max + 1)) + " |",
+            "| --- | " + " | ".join("---" for _ in range(k_max)) + " |"]
+  for name, g in group.items():
+    acc = g["needed"]["forced_sequence_accuracy"]["mean"]
+    lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc)
+                 + " | " * (k_max - len(acc)) + " |")
+  return lines
 
 
 def write(out: str, result: dict, head: str) -> None:

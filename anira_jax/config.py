@@ -8,6 +8,7 @@ PARALLEL_MODES = ("shard_map", "pmap")
 DISTRIBUTED = ("off", "auto", "explicit")
 POSITIONS = ("rope", "none")
 OUTPUTS = ("state", "distribution")
+PENALTY_TOKENS = ("all", "answer")
 
 
 class ConfigError(cli.UserError, ValueError):
@@ -38,6 +39,8 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.max_len = 64
   c.model.positions = "rope"
   c.model.remat = "dots"            # backward pass: recompute all but matmuls ("none", "full")
+  c.model.input_injection = False   # the block reads state + prelude output at every iteration
+  c.model.iteration_embedding = False  # ... + a learned vector per iteration (UT timestep signal)
 
   c.halting = ml_collections.ConfigDict()
   c.halting.output = "state"        # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
@@ -46,6 +49,8 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
   c.halting.penalty = "ponder"      # one of halting.PENALTIES (docs/design.md: the halting default)
   c.halting.penalty_weight = 0.01
+  c.halting.penalty_tokens = "all"  # tokens the penalty averages over: "all" non-PAD, or "answer"
+  c.halting.input_norm = False      # LayerNorm on the halting unit's input
   c.halting.depth_warmup = 0        # steps with the halting unit off: every token runs k_max
   c.halting.penalty_warmup = 0      # steps with no penalty
   c.halting.penalty_ramp = 0        # steps of linear ramp after the warm-up
@@ -126,6 +131,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(h.penalty in halting.PENALTIES,
          f"unknown halting.penalty {h.penalty!r}; valid: {', '.join(halting.PENALTIES)}")
   _check(h.output in OUTPUTS, f"halting.output must be one of {', '.join(OUTPUTS)}")
+  _check(h.penalty_tokens in PENALTY_TOKENS,
+         f"halting.penalty_tokens must be one of {', '.join(PENALTY_TOKENS)}, got {h.penalty_tokens!r}")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
   _check(h.depth_warmup >= 0, f"halting.depth_warmup must be >= 0, got {h.depth_warmup}")

@@ -4,12 +4,13 @@ python -m anira_jax.evaluate --workdir=DIR   reloads the latest checkpoint and r
 """
 import json
 import os
+from typing import NamedTuple
 
 from absl import flags
 import ml_collections
 import numpy as np
 
-from anira_jax import cli, data, model, runs, tasks
+from anira_jax import analysis, cli, data, model, runs, tasks
 
 METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
 RANGES = ("in_distribution", "out_of_distribution")
@@ -23,39 +24,92 @@ def depth_summary(depth_BxL: np.ndarray, mask_BxL: np.ndarray, k_max: int) -> di
           "depth_hist": [round(float(x), 6) for x in hist]}
 
 
-def predict_sets(params: model.Params, predict: runs.Predict,
-                 sets: dict[int, dict]) -> dict[int, dict]:
-  """Greedy predictions and depths per size (sets padded to one length: a single compile)."""
+class Predictors(NamedTuple):
+  own: runs.Predict      # the model's own halting
+  forced: runs.Predict   # every token halting at a given iteration k
+
+
+def predictors(cfg: ml_collections.ConfigDict) -> Predictors:
+  """The while_loop predictors evaluation runs (compiled once, reused at every evaluation)."""
+  return Predictors(runs.predictor(cfg, "while"), runs.predictor(cfg, "while", forced=True))
+
+
+def predict_sets(params: model.Params, predict: Predictors, sets: dict[int, dict],
+                 k_max: int) -> dict[int, dict]:
+  """Per size: greedy predictions and depths at the model's own depth ("pred", "depth"), and the
+  predictions with every token forced to halt at k = 1..K ("forced_pred" [K, B, L]). Sets are
+  padded to one length: a single compile."""
   length = max(b["inputs"].shape[1] for b in sets.values())
   out = {}
   for size, batch in sets.items():
     width = batch["inputs"].shape[1]
-    res = predict(params, np.pad(batch["inputs"], ((0, 0), (0, length - width))))
-    out[size] = {"pred": np.asarray(res["logits"])[:, :width].argmax(-1),
-                 "depth": np.asarray(res["depth"])[:, :width]}
+    inputs = np.pad(batch["inputs"], ((0, 0), (0, length - width)))
+    argmax = lambda res: np.asarray(res["logits"])[:, :width].argmax(-1)
+    own = predict.own(params, inputs)
+    out[size] = {"pred": argmax(own), "depth": np.asarray(own["depth"])[:, :width],
+                 "forced_pred": np.stack([argmax(predict.forced(params, inputs, np.int32(k)))
+                                          for k in range(1, k_max + 1)])}
   return out
 
 
+def needed_depth(forced_pred_KxBxL: np.ndarray, pred_BxL: np.ndarray) -> np.ndarray:
+  """The oracle exit: the smallest forced depth k whose prediction equals the model's own
+  prediction (0 where no forced depth gives it)."""
+  same_KxBxL = forced_pred_KxBxL == pred_BxL[None]
+  return np.where(same_KxBxL.any(axis=0), same_KxBxL.argmax(axis=0) + 1, 0)
+
+
+def needed_summary(needed_BxL: np.ndarray, depth_BxL: np.ndarray, mask_BxL: np.ndarray,
+                   k_max: int) -> dict:
+  """Needed depth over the masked tokens some forced depth reproduces; the share none does."""
+  matched = mask_BxL & (needed_BxL > 0)
+  stats = depth_summary(needed_BxL, matched, k_max) if matched.any() else {
+      "mean_depth": float("nan"), "depth_std": float("nan"), "depth_hist": [0.0] * k_max}
+  waste = float((depth_BxL - needed_BxL)[matched].mean()) if matched.any() else float("nan")
+  return {**{f"needed_{k}": v for k, v in stats.items()},
+          "waste": waste, "unmatched": float(1.0 - matched.sum() / max(mask_BxL.sum(), 1))}
+
+
 def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Params,
-             predict: runs.Predict, sets: dict[int, dict]) -> tuple[dict, dict]:
+             predict: Predictors, sets: dict[int, dict]) -> tuple[dict, dict]:
   """(eval.json content, per-token records) on answer tokens, per size.
 
   Teacher-forced: a sequence counts as correct when every answer token is, which is exactly when
-  greedy decoding reproduces the answer."""
+  greedy decoding reproduces the answer. Also the accuracy at each forced depth k = 1..K and the
+  needed depth of every answer token (`needed_depth`)."""
   lo, hi = cfg.task.train_sizes
-  predictions = predict_sets(params, predict, sets)
+  predictions = predict_sets(params, predict, sets, cfg.model.k_max)
   sizes = {}
   for size, batch in sets.items():
-    mask = batch["loss_mask"]
-    right = (predictions[size]["pred"] == batch["targets"]) | ~mask
+    mask, p = batch["loss_mask"], predictions[size]
+    right = (p["pred"] == batch["targets"]) | ~mask
+    forced_right_KxBxL = (p["forced_pred"] == batch["targets"][None]) | ~mask[None]
+    p["needed"] = needed_depth(p["forced_pred"], p["pred"])
     sizes[str(size)] = {
         "token_accuracy": float(right[mask].mean()),
         "sequence_accuracy": float(right.all(axis=1).mean()),
-        **depth_summary(predictions[size]["depth"], mask, cfg.model.k_max),
+        **depth_summary(p["depth"], mask, cfg.model.k_max),
+        **needed_summary(p["needed"], p["depth"], mask, cfg.model.k_max),
+        "forced_token_accuracy": [round(float(r[mask].mean()), 6) for r in forced_right_KxBxL],
+        "forced_sequence_accuracy": [round(float(r.all(axis=1).mean()), 6)
+                                     for r in forced_right_KxBxL],
         "in_distribution": bool(lo <= size <= hi),
     }
-  result = {"task": task.name, "variant": cfg.model.variant, "sizes": sizes}
-  return result, token_records(sets, predictions, (lo, hi))
+  records = token_records(sets, predictions, (lo, hi))
+  result = {"task": task.name, "variant": cfg.model.variant, "sizes": sizes,
+            "alignment": alignment(records, task.main_feature)}
+  return result, records
+
+
+def alignment(records: dict[str, np.ndarray], main_feature: str) -> dict:
+  """Spearman of depth with needed depth (where some forced depth reproduces the prediction) and
+  with the task's main feature, on in-distribution answer tokens."""
+  inside = analysis.select(records, records["in_distribution"])
+  matched = inside["needed_depth"] > 0
+  return {"spearman_needed": analysis.spearman(inside["depth"][matched],
+                                               inside["needed_depth"][matched]),
+          "spearman_main": analysis.spearman(inside["depth"], inside[f"feature/{main_feature}"]),
+          "main_feature": main_feature}
 
 
 def range_means(result: dict) -> dict:
@@ -67,8 +121,9 @@ def range_means(result: dict) -> dict:
 
 def token_records(sets: dict[int, dict], predictions: dict[int, dict],
                   train_sizes: tuple[int, int]) -> dict[str, np.ndarray]:
-  """One row per answer token: size, example, position, depth, correct, in_distribution, and
-  every task feature under "feature/<name>"."""
+  """One row per answer token: size, example, position, depth, correct, needed_depth (0: no
+  forced depth gives the own prediction), forced_correct [K] (right when forced to halt at
+  1..K), in_distribution, and every task feature under "feature/<name>"."""
   rows = {}
   for size, batch in sets.items():
     mask = batch["loss_mask"]
@@ -77,6 +132,8 @@ def token_records(sets: dict[int, dict], predictions: dict[int, dict],
         "size": np.full(example.size, size), "example": example, "position": position,
         "depth": predictions[size]["depth"][mask],
         "correct": (predictions[size]["pred"] == batch["targets"])[mask],
+        "needed_depth": predictions[size]["needed"][mask],
+        "forced_correct": (predictions[size]["forced_pred"] == batch["targets"][None])[:, mask].T,
         "in_distribution": np.full(example.size, train_sizes[0] <= size <= train_sizes[1]),
         **{f"feature/{k}": v[mask] for k, v in batch["features"].items()}}
     for k, v in columns.items():
@@ -91,16 +148,23 @@ def load_records(workdir: str) -> dict[str, np.ndarray]:
 
 
 def write(workdir: str, step: int, result: dict, records: dict[str, np.ndarray]) -> None:
-  """eval.json and tokens.npz of a run directory."""
+  """eval.json and tokens.npz of a run directory (the latest evaluation), and the evaluation
+  appended to evals.jsonl (the history; an evaluation replaces those of its step and later)."""
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump({"step": step, **result}, f, indent=1)
   np.savez_compressed(os.path.join(workdir, "tokens.npz"), **records)
+  history = os.path.join(workdir, "evals.jsonl")
+  kept = []
+  if os.path.exists(history):
+    with open(history) as f:
+      kept = [line for line in f if json.loads(line)["step"] < step]
+  with open(history, "w") as f:
+    f.writelines(kept + [json.dumps({"step": step, **result}) + "\n"])
 
 
 def evaluate_run(workdir: str) -> dict:
   run = runs.load_run(workdir)
-  result, records = evaluate(run.config, run.task, run.params,
-                             runs.predictor(run.config, "while"),
+  result, records = evaluate(run.config, run.task, run.params, predictors(run.config),
                              data.eval_sets(run.config, run.task))
   write(workdir, run.step, result, records)
   return result
@@ -113,7 +177,8 @@ def main(argv: list[str]) -> None:
   result = evaluate_run(_WORKDIR.value)
   for size, m in result["sizes"].items():
     print(f"size {size:>3}: seq_acc {m['sequence_accuracy']:.3f} "
-          f"tok_acc {m['token_accuracy']:.3f} depth {m['mean_depth']:.2f}±{m['depth_std']:.2f}"
+          f"tok_acc {m['token_accuracy']:.3f} depth {m['mean_depth']:.2f}±{m['depth_std']:.2f} "
+          f"needed {m['needed_mean_depth']:.2f}±{m['needed_depth_std']:.2f}"
           f"{'' if m['in_distribution'] else '  (ood)'}")
   print(os.path.join(_WORKDIR.value, "eval.json"))
 

@@ -8,7 +8,10 @@ is shared:
   * hard rule (ACT)        a token halts at the first t with S_t <= threshold (or at t = K-1);
                            depth N = t + 1 block applications, its state is frozen from then on;
   * output weights         w_t = p_t for t < N-1 and w_{N-1} = S_{N-2} (the remainder R), sum 1;
-  * compute penalty        ponder (N + R), or KL(w || prior) with a geometric or uniform prior.
+  * compute penalty        ponder (N + R), or KL(w || prior) with a geometric or uniform prior,
+                           computed in log space from the logits (no log of an underflowed weight).
+A forced depth k replaces the hard rule: every token halts at iteration k whatever lambda says, and
+its output weights are the model's own before k with the remainder at k (`update(forced_now=...)`).
 """
 from typing import NamedTuple
 
@@ -31,11 +34,14 @@ class Update(NamedTuple):
 
 
 def update(lam_BxL: jax.Array, survival_BxL: jax.Array, halted_BxL: jax.Array,
-           threshold: float) -> Update:
-  """Applies the ACT rule at one iteration to the tokens still active (not `halted_BxL`)."""
+           threshold: float, forced_now: jax.Array | None = None) -> Update:
+  """Applies the ACT rule at one iteration to the tokens still active (not `halted_BxL`).
+
+  `forced_now` (a bool scalar), when given, replaces the rule: every active token halts exactly
+  when it is True (a forced depth)."""
   active = ~halted_BxL
   new_survival = survival_BxL * (1.0 - lam_BxL)
-  halt_now = active & (new_survival <= threshold)
+  halt_now = active & (new_survival <= threshold if forced_now is None else forced_now)
   weight = jnp.where(halt_now, survival_BxL, lam_BxL * survival_BxL)
   return Update(weight_BxL=jnp.where(active, weight, 0.0),
                 survival_BxL=jnp.where(active, new_survival, survival_BxL),
@@ -57,19 +63,38 @@ def depth_prior(kind: str, k_max: int, prior_lambda: float) -> jax.Array:
   return p / p.sum()
 
 
-def kl_to_prior(weights_BxLxK: jax.Array, prior_K: jax.Array) -> jax.Array:
-  """KL(w || prior) per token, with 0 log 0 = 0."""
-  return jnp.sum(jax.scipy.special.xlogy(weights_BxLxK, weights_BxLxK)
-                 - weights_BxLxK * jnp.log(prior_K)[None, None, :], axis=-1)
+def log_weights(logits_BxLxK: jax.Array, depth_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(log w_t, t < N) from the scaled halting logits z_t = logit_t / temperature and the depth N:
+  log lambda_t + log S_{t-1} before the halting iteration, log S_{N-2} (the remainder) at it.
+  Entries from N on are 0 and masked out; every value is finite, so are its gradients."""
+  k_max = logits_BxLxK.shape[-1]
+  log_not_BxLxK = jax.nn.log_sigmoid(-logits_BxLxK)             # log(1 - lambda_t)
+  log_survival_before = jnp.concatenate(                          # log S_{t-1}, S_{-1} = 1
+      [jnp.zeros_like(log_not_BxLxK[..., :1]), jnp.cumsum(log_not_BxLxK[..., :-1], axis=-1)],
+      axis=-1)
+  t_1x1xK = jnp.arange(k_max)[None, None, :]
+  last_BxLx1 = depth_BxL[..., None] - 1
+  reached = t_1x1xK <= last_BxLx1
+  log_w = log_survival_before + jnp.where(t_1x1xK < last_BxLx1, jax.nn.log_sigmoid(logits_BxLxK),
+                                          0.0)
+  return jnp.where(reached, log_w, 0.0), reached
 
 
-def penalty(kind: str, weights_BxLxK: jax.Array, depth_BxL: jax.Array,
+def kl_to_prior(logits_BxLxK: jax.Array, depth_BxL: jax.Array, prior_K: jax.Array) -> jax.Array:
+  """KL(w || prior) per token, from the logits in log space (0 for padding, depth 0)."""
+  log_w, reached = log_weights(logits_BxLxK, depth_BxL)
+  log_prior_1x1xK = jnp.log(prior_K)[None, None, :]
+  return jnp.sum(jnp.where(reached, jnp.exp(log_w) * (log_w - log_prior_1x1xK), 0.0), axis=-1)
+
+
+def penalty(kind: str, weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
             prior_lambda: float) -> jax.Array:
-  """Per-token compute penalty of the chosen kind."""
+  """Per-token compute penalty of the chosen kind (`logits`: scaled halting logits per iteration)."""
   if kind == "ponder":
     return ponder_cost(weights_BxLxK, depth_BxL)
   if kind in ("kl_geometric", "kl_uniform"):
-    return kl_to_prior(weights_BxLxK, depth_prior(kind, weights_BxLxK.shape[-1], prior_lambda))
+    return kl_to_prior(logits_BxLxK, depth_BxL,
+                       depth_prior(kind, weights_BxLxK.shape[-1], prior_lambda))
   raise ValueError(f"unknown halting.penalty {kind!r}; valid: {', '.join(PENALTIES)}")
 
 
@@ -81,8 +106,14 @@ def switched_off(halt_params: dict, step: jax.Array, depth_warmup: int) -> dict:
   token runs K_max iterations (a fixed-depth model) and no gradient reaches the unit; unchanged
   from then on."""
   off = step < depth_warmup
-  return {"kernel": jnp.where(off, 0.0, halt_params["kernel"]),
+  return {**halt_params, "kernel": jnp.where(off, 0.0, halt_params["kernel"]),
           "bias": jnp.where(off, OFF_LOGIT, halt_params["bias"])}
+
+
+def at_step(params: dict, step: jax.Array, depth_warmup: int) -> dict:
+  """The model that training at `step` runs: the halting unit switched off during the warm-up.
+  Training, evaluation and loaded runs all go through here, so they agree at every step."""
+  return {**params, "halt": switched_off(params["halt"], step, depth_warmup)}
 
 
 def penalty_scale(step: jax.Array, weight: float, warmup: int, ramp: int) -> jax.Array:

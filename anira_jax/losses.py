@@ -33,19 +33,18 @@ def depth_stats(depth_BxL: jax.Array, probs_BxLxK: jax.Array, mask_BxL: jax.Arra
 def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict, step: jax.Array,
               axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """(per-device loss, {"mean": per-device terms to pmean, "sum": per-device sums to psum})."""
-  if cfg.model.variant in model.ADAPTIVE:
-    params = {**params, "halt": halting.switched_off(params["halt"], step,
-                                                     cfg.halting.depth_warmup)}
+  params = halting.at_step(params, step, cfg.halting.depth_warmup)
   logits_BxLxV, final = recurrence.forward(cfg, params, batch["inputs"], mode="scan")
   answer_BxL = batch["loss_mask"]
-  valid_BxL = batch["inputs"] != PAD
+  penalised_BxL = answer_BxL if cfg.halting.penalty_tokens == "answer" else batch["inputs"] != PAD
   ce_BxL = -jnp.take_along_axis(jax.nn.log_softmax(logits_BxLxV),
                                 batch["targets"][..., None], axis=-1)[..., 0]
   ce = jnp.sum(ce_BxL * answer_BxL) / _mean_count(answer_BxL, axis_name)
   h = cfg.halting
   if cfg.model.variant in model.ADAPTIVE:
-    pen_BxL = halting.penalty(h.penalty, final.weights_BxLxK, final.depth_BxL, h.prior_lambda)
-    pen = jnp.sum(pen_BxL * valid_BxL) / _mean_count(valid_BxL, axis_name)
+    pen_BxL = halting.penalty(h.penalty, final.weights_BxLxK, final.logits_BxLxK, final.depth_BxL,
+                              h.prior_lambda)
+    pen = jnp.sum(pen_BxL * penalised_BxL) / _mean_count(penalised_BxL, axis_name)
   else:
     pen = jnp.zeros(())
   scale = halting.penalty_scale(step, h.penalty_weight, h.penalty_warmup, h.penalty_ramp)

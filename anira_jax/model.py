@@ -6,7 +6,9 @@ decisions, so the model never knows how often its block runs; `compaction.py` ru
 parts (`project`, `attend`, `update`) on the tokens still active.
 
 params = {"embed", "prelude": [layer, ...], "core": layer | layers stacked on axis 0 (transformer),
-          "halt": dense (anira_o: D -> 1, anira_e: D -> K_max), "readout": {"norm", "out"}}
+          "halt": dense (anira_o: D -> 1, anira_e: D -> K_max), with "norm" when its input is
+                  normalised (halting.input_norm),
+          "iteration": [K_max, D] (model.iteration_embedding only), "readout": {"norm", "out"}}
 """
 from typing import Any
 
@@ -89,8 +91,9 @@ def _halt_outputs(cfg: ml_collections.ConfigDict) -> int:
 
 
 def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
-                halt_bias: float) -> Params:
-  """Random parameters for the model config `cfg` (config.model)."""
+                halt_bias: float, halt_norm: bool = False) -> Params:
+  """Random parameters for the model config `cfg` (config.model); `halt_norm` gives the halting
+  unit a LayerNorm on its input."""
   k_embed, k_prelude, k_core, k_halt, k_norm, k_out = jax.random.split(rng, 6)
   h_1x1xD = jnp.zeros((1, 1, cfg.d_model))
   init_layer = lambda k: _layer(cfg).init(k, h_1x1xD)["params"]
@@ -99,7 +102,7 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
   if cfg.variant != "transformer":
     core = jax.tree.map(lambda p: p[0], core)
   halt = nn.Dense(_halt_outputs(cfg), bias_init=nn.initializers.constant(halt_bias))
-  return {
+  params = {
       "embed": nn.Embed(vocab_size, cfg.d_model).init(k_embed, jnp.zeros((1, 1), jnp.int32))["params"],
       "prelude": [init_layer(k) for k in jax.random.split(k_prelude, cfg.prelude_layers)],
       "core": core,
@@ -107,6 +110,11 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
       "readout": {"norm": nn.LayerNorm().init(k_norm, h_1x1xD)["params"],
                   "out": nn.Dense(vocab_size).init(k_out, h_1x1xD)["params"]},
   }
+  if halt_norm:
+    params["halt"]["norm"] = nn.LayerNorm().init(k_halt, h_1x1xD)["params"]
+  if cfg.iteration_embedding:   # zeros: the block starts as without it
+    params["iteration"] = jnp.zeros((cfg.k_max, cfg.d_model))
+  return params
 
 
 def embed(params: Params, tokens_BxL: jax.Array) -> jax.Array:
@@ -142,9 +150,13 @@ def update(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
 
 
 def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:
-  """Halting logits: [B, L, 1] from a state (anira_o) or [B, L, K_max] from the prelude (anira_e)."""
-  features = params["halt"]["kernel"].shape[-1]
-  return nn.Dense(features).apply({"params": params["halt"]}, h_BxLxD)
+  """Halting logits: [B, L, 1] from a state (anira_o) or [B, L, K_max] from the prelude (anira_e),
+  through a LayerNorm first when the unit has one."""
+  unit = params["halt"]
+  if "norm" in unit:
+    h_BxLxD = nn.LayerNorm().apply({"params": unit["norm"]}, h_BxLxD)
+  dense = {"kernel": unit["kernel"], "bias": unit["bias"]}
+  return nn.Dense(dense["kernel"].shape[-1]).apply({"params": dense}, h_BxLxD)
 
 
 def vocab_size(params: Params) -> int:

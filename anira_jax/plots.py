@@ -18,6 +18,11 @@ R2_BARS = {"r2_structural": "structural", "r2_execution": "execution",
            "r2_execution_added": "execution added\nover structural"}
 
 
+def _name(g: dict) -> str:
+  """Legend name of a group: the variant, with its depth for a fixed-depth baseline."""
+  return LABELS[g["variant"]] + ("" if g["adaptive"] else f" k={g['k_max']}")
+
+
 def _figure(panels: int = 1, width: float = 5.5) -> tuple[Figure, list]:
   fig = Figure(figsize=(width * panels, 4.0), layout="constrained")
   FigureCanvasAgg(fig)
@@ -32,7 +37,7 @@ def _by_size(ax, groups: list[dict], metric: str, ylabel: str) -> None:
     stats = [g["sizes"][str(s)][metric] for s in sizes]
     ax.errorbar(sizes, [m["mean"] for m in stats], yerr=[m["std"] for m in stats], capsize=3,
                 marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
-                color=COLORS[g["variant"]], label=LABELS[g["variant"]])
+                color=COLORS[g["variant"]], label=_name(g))
   ax.set_xticks(sorted({int(s) for g in groups for s in g["sizes"]}))
   ax.set_xlabel("size (difficulty)")
   ax.set_ylabel(ylabel)
@@ -65,7 +70,7 @@ def depth_vs_feature(task: str, groups: list[dict]) -> Figure:
     table = g["depth_by_feature"]
     ax.errorbar(table["values"], table["mean"], yerr=table["sem"], capsize=3,
                 marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
-                color=COLORS[g["variant"]], label=LABELS[g["variant"]])
+                color=COLORS[g["variant"]], label=_name(g))
   ax.set_xlabel(f"{groups[0]['main_feature']} (main execution feature)")
   ax.set_ylabel("mean depth (iterations)")
   ax.set_ylim(0, max(g["k_max"] for g in groups) + 0.5)
@@ -84,7 +89,7 @@ def r2_bars(task: str, groups: list[dict]) -> Figure:
     stats = [g["regression"][k] for k in R2_BARS]
     ax.bar(x + (i - (len(groups) - 1) / 2) * width, [m["mean"] for m in stats], width,
            yerr=[m["std"] for m in stats], capsize=3, color=COLORS[g["variant"]],
-           label=LABELS[g["variant"]])
+           label=_name(g))
   ax.set_xticks(x, list(R2_BARS.values()))
   ax.set_ylabel("R² of depth (linear fit)")
   ax.set_xlabel("features in the fit")
@@ -108,11 +113,105 @@ def depth_histograms(task: str, groups: list[dict]) -> Figure:
     ax.set_xlabel("depth (iterations)")
     ax.set_ylabel("fraction of answer tokens")
     ax.set_ylim(0, 1)
-    ax.set_title(LABELS[g["variant"]])
+    ax.set_title(_name(g))
   fig.legend(handles=[Patch(facecolor="0.4", alpha=alpha, hatch=hatch, edgecolor="black",
                             label=label) for _, label, alpha, hatch in ranges],
              loc="outside lower center", ncols=2)
   fig.suptitle(f"{task}: depth histograms")
+  return fig
+
+
+def accuracy_vs_compute(task: str, groups: list[dict]) -> Figure:
+  """In-distribution sequence accuracy against mean iterations per answer token: fixed-depth
+  baselines trained at each k as a curve, adaptive runs as points, and each adaptive run forced
+  to halt every token at k (dashed)."""
+  fig, (ax,) = _figure(width=6.5)
+  acc = lambda g: g["in_distribution"]["sequence_accuracy"]
+  fixed = sorted((g for g in groups if g["variant"] == "fixed"), key=lambda g: g["k_max"])
+  if fixed:
+    ax.errorbar([g["k_max"] for g in fixed], [acc(g)["mean"] for g in fixed],
+                yerr=[acc(g)["std"] for g in fixed], capsize=3, color=COLORS["fixed"],
+                marker=MARKERS["fixed"], label="fixed depth, trained at k")
+  for g in groups:
+    if not g["adaptive"]:
+      continue
+    forced = g["needed"]["forced_sequence_accuracy"]["mean"]
+    ax.plot(np.arange(1, len(forced) + 1), forced, linestyle="--", color=COLORS[g["variant"]],
+            alpha=0.7, label=f"{_name(g)}, every token forced to k")
+    depth = g["in_distribution"]["mean_depth"]
+    ax.errorbar([depth["mean"]], [acc(g)["mean"]], xerr=[depth["std"]], yerr=[acc(g)["std"]],
+                capsize=3, marker=MARKERS[g["variant"]], markersize=11, linestyle="none",
+                color=COLORS[g["variant"]], label=f"{_name(g)}, own halting")
+  ax.set_xlabel("mean iterations per answer token (in distribution)")
+  ax.set_ylabel("in-distribution sequence accuracy")
+  ax.set_ylim(-0.03, 1.03)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(f"{task}: accuracy against compute\n(above the fixed curve: allocation that pays)")
+  return fig
+
+
+def forced_depth_curves(task: str, groups: list[dict]) -> Figure:
+  """Sequence accuracy per size when every token is forced to halt at k, one panel per run."""
+  fig, axes = _figure(len(groups), width=4.5)
+  for ax, g in zip(axes, groups):
+    lo, hi = g["train_sizes"]
+    for i, (size, f) in enumerate(g["forced"].items()):
+      inside = lo <= int(size) <= hi
+      acc = f["forced_sequence_accuracy"]
+      ax.plot(np.arange(1, len(acc) + 1), acc, marker="o", markersize=4, color=f"C{i}",
+              linestyle="-" if inside else "--", label=f"n={size}{'' if inside else ' (ood)'}")
+    ax.set_xlabel("forced depth k")
+    ax.set_ylabel("sequence accuracy")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(_name(g))
+  fig.suptitle(f"{task}: accuracy when every token halts at k (mean over seeds)")
+  return fig
+
+
+def needed_vs_own(task: str, groups: list[dict]) -> Figure:
+  """Own depth against needed depth (oracle exit), and the distribution of needed depth."""
+  fig, (ax, hist) = _figure(2)
+  k_max = max(g["k_max"] for g in groups)
+  ax.plot([1, k_max], [1, k_max], color="0.6", linestyle=":", label="own = needed")
+  width = 0.8 / len(groups)
+  for i, g in enumerate(groups):
+    t = g["needed"]["own_by_needed"]
+    ax.errorbar(t["values"], t["mean"], yerr=t["sem"], capsize=3, marker=MARKERS[g["variant"]],
+                markerfacecolor="none", markersize=8, color=COLORS[g["variant"]], label=_name(g))
+    depths = np.arange(1, len(g["needed"]["hist"]) + 1)
+    hist.bar(depths + (i - (len(groups) - 1) / 2) * width, g["needed"]["hist"], width,
+             color=COLORS[g["variant"]], label=_name(g))
+  ax.set_xlabel("needed depth (smallest forced k giving the own prediction)")
+  ax.set_ylabel("own depth (mean ± s.e.m.)")
+  ax.set_ylim(0, k_max + 0.5)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  hist.set_xlabel("needed depth")
+  hist.set_ylabel("fraction of answer tokens")
+  hist.legend()
+  fig.suptitle(f"{task}: what the model needs against what it spends (in distribution)")
+  return fig
+
+
+def alignment_over_training(task: str, groups: list[dict]) -> Figure:
+  """Spearman of depth with needed depth and with the main feature at each evaluation."""
+  fig, (ax,) = _figure()
+  for g in groups:
+    h = g["history"]
+    ax.plot(h["steps"], h["spearman_needed"], marker="o", color=COLORS[g["variant"]],
+            label=f"{_name(g)}: with needed depth")
+    ax.plot(h["steps"], h["spearman_main"], marker="x", linestyle="--",
+            color=COLORS[g["variant"]], label=f"{_name(g)}: with {g['main_feature']}")
+  ax.axhline(0.0, color="0.6", linewidth=0.8)
+  ax.set_xlabel("training step")
+  ax.set_ylabel("Spearman correlation of depth")
+  ax.set_ylim(-1.03, 1.03)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(f"{task}: alignment over training (in distribution, mean over seeds)")
   return fig
 
 
@@ -127,6 +226,11 @@ def figures(groups: dict[str, dict]) -> dict[str, Figure]:
     if adaptive:
       out[f"{task}_depth_vs_{adaptive[0]['main_feature']}.png"] = depth_vs_feature(task, adaptive)
       out[f"{task}_r2.png"] = r2_bars(task, adaptive)
+      out[f"{task}_accuracy_vs_compute.png"] = accuracy_vs_compute(task, of_task)
+      out[f"{task}_forced_depth.png"] = forced_depth_curves(task, adaptive)
+      out[f"{task}_needed_depth.png"] = needed_vs_own(task, adaptive)
+      if any(g["history"]["steps"] for g in adaptive):
+        out[f"{task}_alignment_over_training.png"] = alignment_over_training(task, adaptive)
     out[f"{task}_depth_hist.png"] = depth_histograms(task, of_task)
   return out
 

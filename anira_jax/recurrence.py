@@ -6,8 +6,12 @@ token is still active (halted tokens stay frozen and remain visible as keys/valu
 differentiable); `run_while` stops as soon as every token has halted (inference). Iterations after
 a token halts leave all of its entries bitwise unchanged, so both drivers return the same numbers.
 `run_compact` is `run_while` with the block run only on the tokens that need it (`compaction.py`).
+
+The block reads the state plus an optional offset that is not carried in it: the prelude output
+(input injection, `model.input_injection`) and a learned vector per iteration
+(`model.iteration_embedding`): h <- layer(h + c_t) - c_t.
 """
-from typing import NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +19,8 @@ import ml_collections
 
 from anira_jax import compaction, halting, model
 from anira_jax.tasks.base import PAD
+
+T = TypeVar("T")
 
 
 class State(NamedTuple):
@@ -25,7 +31,15 @@ class State(NamedTuple):
   depth_BxL: jax.Array      # int32 block applications so far
   weights_BxLxK: jax.Array  # w_t per iteration
   probs_BxLxK: jax.Array    # lambda_t per iteration (0 where the token was already halted)
+  logits_BxLxK: jax.Array   # halting logit / temperature per iteration (0 where already halted)
   t: jax.Array              # int32 iterations executed
+
+
+class Context(NamedTuple):
+  """What every iteration reads besides the state; fixed for the whole recurrence."""
+  early_BxLxK: jax.Array          # anira_e's halting logits, decided from the prelude
+  inject_BxLxD: jax.Array | None  # the prelude output, re-added at each iteration (or None)
+  halt_at: jax.Array | None       # int32 k: every token halts at iteration k; None: the rule
 
 
 def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: int) -> State:
@@ -38,27 +52,37 @@ def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: i
   return State(h_BxLxD=h0_BxLxD, out_BxLxO=zeros_like(out_dim),
                survival_BxL=jnp.ones_like(valid_BxL, jnp.float32), halted_BxL=~valid_BxL,
                depth_BxL=jnp.zeros_like(valid_BxL, jnp.int32),
-               weights_BxLxK=zeros_BxLxK, probs_BxLxK=zeros_BxLxK, t=jnp.zeros((), jnp.int32))
+               weights_BxLxK=zeros_BxLxK, probs_BxLxK=zeros_BxLxK, logits_BxLxK=zeros_BxLxK,
+               t=jnp.zeros((), jnp.int32))
 
 
 def halt_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
-                early_BxLxK: jax.Array, t: jax.Array) -> jax.Array:
+                ctx: Context, t: jax.Array) -> jax.Array:
   """Where the decision comes from: the current state (O), the prelude (E), or nowhere (fixed)."""
   if cfg.model.variant == "anira_o":
     return model.halt_logits(params, h_BxLxD)[..., 0]
   if cfg.model.variant == "anira_e":
-    return jax.lax.dynamic_index_in_dim(early_BxLxK, t, axis=-1, keepdims=False)
+    return jax.lax.dynamic_index_in_dim(ctx.early_BxLxK, t, axis=-1, keepdims=False)
   return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
 
 
-def advance(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+def block_offset(params: model.Params, ctx: Context, t: jax.Array) -> jax.Array | None:
+  """c_t, what the block reads besides the state at iteration t; None when there is nothing."""
+  parts = [] if ctx.inject_BxLxD is None else [ctx.inject_BxLxD]
+  if "iteration" in params:
+    parts.append(jax.lax.dynamic_index_in_dim(params["iteration"], t, keepdims=False)[None, None])
+  return sum(parts[1:], parts[0]) if parts else None
+
+
+def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
             s: State, h_new_BxLxD: jax.Array) -> State:
   """The state after iteration s.t, given the block's output for (at least) the active tokens."""
   active_BxL = ~s.halted_BxL
   h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
-  logits = halt_logits(cfg, params, h, early_BxLxK, s.t)
-  lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, cfg.halting.temperature)
-  u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold)
+  logits = halt_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
+  lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, 1.0)
+  forced_now = None if ctx.halt_at is None else s.t + 1 >= ctx.halt_at
+  u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
   contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))
   out = jnp.where(active_BxL[..., None], s.out_BxLxO + u.weight_BxL[..., None] * contribution,
                   s.out_BxLxO)
@@ -66,13 +90,24 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: j
   return State(h_BxLxD=h, out_BxLxO=out, survival_BxL=u.survival_BxL, halted_BxL=u.halted_BxL,
                depth_BxL=s.depth_BxL + active_BxL.astype(jnp.int32),
                weights_BxLxK=at_t(s.weights_BxLxK, u.weight_BxL),
-               probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)), t=s.t + 1)
+               probs_BxLxK=at_t(s.probs_BxLxK, jnp.where(active_BxL, lam, 0.0)),
+               logits_BxLxK=at_t(s.logits_BxLxK, jnp.where(active_BxL, logits, 0.0)), t=s.t + 1)
 
 
-def step(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
-         s: State) -> State:
+def offset_block(block: Callable[[jax.Array], tuple[jax.Array, T]], params: model.Params,
+                 ctx: Context, s: State) -> tuple[jax.Array, T]:
+  """(h', aux) = block(h + c_t), with c_t taken off h' again so the state does not accumulate it."""
+  c = block_offset(params, ctx, s.t)
+  if c is None:
+    return block(s.h_BxLxD)
+  h_new, aux = block(s.h_BxLxD + c)
+  return h_new - c, aux
+
+
+def step(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context, s: State) -> State:
   """One iteration of the shared block with masked halting."""
-  return advance(cfg, params, early_BxLxK, s, model.block(cfg.model, params, s.h_BxLxD, s.t))
+  h_new, _ = offset_block(lambda h: (model.block(cfg.model, params, h, s.t), None), params, ctx, s)
+  return advance(cfg, params, ctx, s, h_new)
 
 
 # What the backward pass keeps from each iteration instead of recomputing it (docs/design.md:
@@ -81,37 +116,40 @@ REMAT = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
          "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
-def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
              s: State) -> State:
   """Exactly K_max iterations (differentiable); forward values do not depend on `model.remat`."""
-  body = lambda s, _: (step(cfg, params, early_BxLxK, s), None)
+  body = lambda s, _: (step(cfg, params, ctx, s), None)
   if REMAT[cfg.model.remat] is not None:
     body = jax.checkpoint(body, policy=REMAT[cfg.model.remat])
   return jax.lax.scan(body, s, None, length=cfg.model.k_max)[0]
 
 
-def run_while(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+def run_while(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
               s: State) -> State:
   """Iterates until every token has halted (at most K_max iterations)."""
   return jax.lax.while_loop(lambda s: ~jnp.all(s.halted_BxL),
-                            lambda s: step(cfg, params, early_BxLxK, s), s)
+                            lambda s: step(cfg, params, ctx, s), s)
 
 
-def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, early_BxLxK: jax.Array,
+def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
                 s: State) -> State:
   """run_while, with each iteration's block run only on the tokens that need it (compaction.py);
   equal to the other drivers up to float rounding."""
-  if cfg.model.variant == "transformer":
+  if cfg.model.variant == "transformer" or cfg.model.iteration_embedding:
     raise ValueError("mode 'compact' reuses keys and values across iterations of one shared "
-                     "block; the transformer baseline has a layer per iteration: use 'while'")
+                     "block; the transformer baseline has a layer per iteration, and "
+                     "model.iteration_embedding changes the block input at each: use 'while'")
 
   layer = params["core"]
 
   def body(carry: tuple[State, compaction.Cache]) -> tuple[State, compaction.Cache]:
     s, cache = carry
-    h_new, cache = compaction.block(cfg.model, layer, s.h_BxLxD, ~s.halted_BxL, cache)
-    return advance(cfg, params, early_BxLxK, s, h_new), cache
-  cache = compaction.init_cache(cfg.model, layer, s.h_BxLxD)
+    h_new, cache = offset_block(
+        lambda h: compaction.block(cfg.model, layer, h, ~s.halted_BxL, cache), params, ctx, s)
+    return advance(cfg, params, ctx, s, h_new), cache
+  c = block_offset(params, ctx, s.t)   # the prelude output or nothing: the same every iteration
+  cache = compaction.init_cache(cfg.model, layer, s.h_BxLxD if c is None else s.h_BxLxD + c)
   return jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL), body, (s, cache))[0]
 
 
@@ -120,20 +158,25 @@ TINY = 1e-30  # floor of mixture probabilities before the log (keeps PAD rows fi
 
 
 def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
-                     valid_BxL: jax.Array, mode: str) -> tuple[jax.Array, State]:
-  """Prelude, recurrence and readout on embedded tokens: (logits [B, L, V], final state)."""
+                     valid_BxL: jax.Array, mode: str,
+                     halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
+  """Prelude, recurrence and readout on embedded tokens: (logits [B, L, V], final state).
+  `halt_at` = k forces every token to halt at iteration k (1 <= k <= K_max)."""
   h0 = model.prelude(cfg.model, params, x_BxLxD)
   B, L, _ = h0.shape
   early = (model.halt_logits(params, h0) if cfg.model.variant == "anira_e"
            else jnp.zeros((B, L, cfg.model.k_max)))
+  ctx = Context(early, h0 if cfg.model.input_injection else None, halt_at)
   out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]
-  final = DRIVERS[mode](cfg, params, early, init_state(h0, valid_BxL, cfg.model.k_max, out_dim))
+  final = DRIVERS[mode](cfg, params, ctx, init_state(h0, valid_BxL, cfg.model.k_max, out_dim))
   if cfg.halting.output == "distribution":
     return jnp.log(jnp.maximum(final.out_BxLxO, TINY)), final
   return model.readout(params, final.out_BxLxO), final
 
 
 def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array,
-            mode: str = "scan") -> tuple[jax.Array, State]:
-  """The whole model on token ids; mode "scan" (training), "while" or "compact" (inference)."""
-  return forward_embedded(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, mode)
+            mode: str = "scan", halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
+  """The whole model on token ids; mode "scan" (training), "while" or "compact" (inference);
+  `halt_at` = k: every token halts at iteration k."""
+  return forward_embedded(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, mode,
+                          halt_at)

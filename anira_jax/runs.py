@@ -9,22 +9,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from anira_jax import checkpoint, config as config_lib, model, optimizer, recurrence, tasks
+from anira_jax import (checkpoint, config as config_lib, halting, model, optimizer, recurrence,
+                       tasks)
 from anira_jax.cli import UserError
 
 Predict = Callable[[model.Params, jax.Array], dict]
 
 
-def predictor(cfg: ml_collections.ConfigDict, mode: str) -> Predict:
-  """jit(params, inputs [B, L]) -> {"logits" [B, L, V], "depth" [B, L], "iterations"}."""
+def predictor(cfg: ml_collections.ConfigDict, mode: str, forced: bool = False) -> Predict:
+  """jit(params, inputs [B, L]) -> {"logits" [B, L, V], "depth" [B, L], "iterations"}; with
+  `forced`, jit(params, inputs, k): every token halts at iteration k (one compilation for all k)."""
   if mode not in recurrence.DRIVERS:
     raise ValueError(f"mode must be one of {', '.join(recurrence.DRIVERS)}, got {mode!r}")
 
-  @jax.jit
-  def predict(params: model.Params, inputs_BxL: jax.Array) -> dict:
-    logits, final = recurrence.forward(cfg, params, inputs_BxL, mode)
+  def predict(params: model.Params, inputs_BxL: jax.Array, halt_at: jax.Array | None = None):
+    logits, final = recurrence.forward(cfg, params, inputs_BxL, mode, halt_at)
     return {"logits": logits, "depth": final.depth_BxL, "iterations": final.t}
-  return predict
+  return jax.jit(predict if forced else lambda params, inputs_BxL: predict(params, inputs_BxL))
 
 
 @dataclasses.dataclass
@@ -35,11 +36,16 @@ class Run:
   step: int
 
   @functools.cached_property
-  def _predictors(self) -> dict[str, Predict]:
-    return {mode: predictor(self.config, mode) for mode in recurrence.DRIVERS}
+  def _predictors(self) -> dict[tuple[str, bool], Predict]:
+    return {(mode, forced): predictor(self.config, mode, forced)
+            for mode in recurrence.DRIVERS for forced in (False, True)}
 
-  def predict(self, inputs, mode: str = "while") -> dict:
-    """Logits, per-token depth (block applications) and loop iterations, as NumPy arrays."""
+  def predict(self, inputs, mode: str = "while", depth: int | None = None) -> dict:
+    """Logits, per-token depth (block applications) and loop iterations, as NumPy arrays.
+
+    `depth` = k makes every real token halt at exactly iteration k (1 <= k <= model.k_max): the
+    output is what the halting rule gives had it halted there (the model's own weights before k,
+    the remainder at k); for `fixed` and `transformer`, the first k iterations or layers."""
     inputs = np.asarray(inputs)
     if inputs.ndim != 2 or not np.issubdtype(inputs.dtype, np.integer):
       raise ValueError(f"inputs must be an integer array [batch, length], got {inputs.dtype} "
@@ -48,9 +54,13 @@ class Run:
     if bad.size:
       raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, "
                        f"{self.task.vocab_size}) of task {self.task.name!r}")
-    if mode not in self._predictors:
-      raise ValueError(f"mode must be one of {', '.join(self._predictors)}, got {mode!r}")
-    out = self._predictors[mode](self.params, inputs.astype(np.int32))
+    if mode not in recurrence.DRIVERS:
+      raise ValueError(f"mode must be one of {', '.join(recurrence.DRIVERS)}, got {mode!r}")
+    k_max = self.config.model.k_max
+    if depth is not None and not (isinstance(depth, (int, np.integer)) and 1 <= depth <= k_max):
+      raise ValueError(f"depth must be an integer from 1 to model.k_max={k_max}, got {depth!r}")
+    args = (self.params, inputs.astype(np.int32)) + (() if depth is None else (np.int32(depth),))
+    out = self._predictors[(mode, depth is not None)](*args)
     return jax.tree.map(np.asarray, out)
 
 
@@ -76,4 +86,6 @@ def load_run(workdir: str) -> Run:
   state = checkpoint.restore(mngr, like)
   if state is None:
     raise UserError(f"no checkpoint in {workdir}/checkpoints; train first or check the path")
-  return Run(config=cfg, task=task, params=state["params"], step=int(state["step"]))
+  step = int(state["step"])
+  params = halting.at_step(state["params"], step, cfg.halting.depth_warmup)
+  return Run(config=cfg, task=task, params=jax.tree.map(np.asarray, params), step=step)

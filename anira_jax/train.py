@@ -12,8 +12,8 @@ import numpy as np
 import optax
 import tqdm
 
-from anira_jax import (checkpoint, config as config_lib, data, evaluate, losses, model,
-                       optimizer, runs)
+from anira_jax import (checkpoint, config as config_lib, data, evaluate, halting, losses, model,
+                       optimizer)
 from anira_jax.cli import UserError
 from anira_jax.parallel import AXIS, DataParallel
 
@@ -98,7 +98,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 
   Runs data-parallel over `devices` (default: all). Returns the evaluation result."""
   task = config_lib.validate(cfg)
-  opt = optimizer.make(cfg.train)
+  opt = optimizer.make(cfg)
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train_step(cfg, opt, st, b), devices)
   _check_devices(cfg, len(parallel.devices))
   mngr = checkpoint.manager(workdir)
@@ -114,7 +114,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   if restored is not None and is_main:
     print(f"resuming from step {start} in {workdir}")
   state = parallel.put_state(host_state)
-  predict = runs.predictor(cfg, "while")
+  predict = evaluate.predictors(cfg)
   eval_sets = data.eval_sets(cfg, task)
   rows = parallel.process_slice(cfg.train.batch_size)
 
@@ -148,8 +148,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop["signal"]:
         checkpoint.save(mngr, done, parallel.get_state(state))
       if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
-        evaluate.write(workdir, done, *evaluate.evaluate(
-            cfg, task, parallel.get_state(state)["params"], predict, eval_sets))
+        params = halting.at_step(parallel.get_state(state)["params"], done,
+                                 cfg.halting.depth_warmup)
+        evaluate.write(workdir, done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
       if stop["signal"]:
         mngr.wait_until_finished()
         say(f"stopped by signal {stop['signal']} at step {done}; checkpoint saved, rerun the same "
@@ -163,7 +164,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   if start == cfg.train.steps and restored is None:
     checkpoint.save(mngr, 0, final)
     mngr.wait_until_finished()
-  result, records = evaluate.evaluate(cfg, task, final["params"], predict, eval_sets)
+  params = halting.at_step(final["params"], int(final["step"]), cfg.halting.depth_warmup)
+  result, records = evaluate.evaluate(cfg, task, params, predict, eval_sets)
   if is_main:
     evaluate.write(workdir, int(final["step"]), result, records)
   return result

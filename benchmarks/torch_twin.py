@@ -3,7 +3,7 @@
 Same architecture (pre-LN causal layers with RoPE, tanh-approximate GELU as flax's `nn.gelu`,
 LayerNorm eps 1e-6 as flax's default), same halting math in the same order of operations
 (float32 throughout), same loss and the same optimizer (gradient clipping by global norm, then
-AdamW with the warm-up + cosine schedule, weight decay on every parameter). It loads the JAX
+AdamW with the warm-up + cosine schedule, weight decay on matrices only). It loads the JAX
 parameters (`load_jax_params`), so `check_parity` can prove on a batch that both frameworks give
 the same logits and exactly the same per-token depths. Only benchmarks and tests import this
 module; the anira_jax package never imports torch (`pip install -e ".[bench]"`).
@@ -65,11 +65,30 @@ class Layer(nn.Module):
     return h + x
 
 
+# Config values the twin implements; any other value of these fields is refused.
+SUPPORTED = {"halting.penalty": ("ponder", "kl_geometric", "kl_uniform"),
+             "halting.penalty_tokens": ("all",), "halting.input_norm": (False,),
+             "model.input_injection": (False,), "model.iteration_embedding": (False,)}
+
+
+def check_supported(cfg) -> list[str]:
+  """The `field=value` settings of cfg that the twin does not implement."""
+  bad = []
+  for field, values in SUPPORTED.items():
+    section, key = field.split(".")
+    if cfg[section][key] not in values:
+      bad.append(f"{field}={cfg[section][key]!r}")
+  return bad
+
+
 class AniraTwin(nn.Module):
   """Embedding, prelude, the recurrent core with per-token halting, readout."""
 
   def __init__(self, cfg, vocab_size: int):
     super().__init__()
+    unsupported = check_supported(cfg)
+    if unsupported:
+      raise NotImplementedError(f"the PyTorch twin does not implement {', '.join(unsupported)}")
     m, h = cfg.model, cfg.halting
     self.variant, self.k_max = m.variant, m.k_max
     self.output, self.threshold, self.temperature = h.output, h.threshold, h.temperature
@@ -191,8 +210,12 @@ class Trainer:
   def __init__(self, cfg, model: AniraTwin, step: int = 0):
     t = cfg.train
     self.cfg, self.model, self.step = cfg, model, step
-    self.opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, betas=(0.9, 0.999),
-                                 eps=1e-8, weight_decay=t.weight_decay)
+    # Weight decay on matrices only (anira_jax.optimizer.decay_mask: kernels and embeddings).
+    decayed = [p for p in model.parameters() if p.ndim >= 2]
+    others = [p for p in model.parameters() if p.ndim < 2]
+    self.opt = torch.optim.AdamW([{"params": decayed, "weight_decay": t.weight_decay},
+                                  {"params": others, "weight_decay": 0.0}],
+                                 lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8)
     self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda c: lr_factor(t, c + step))
 
   def train_step(self, batch: dict) -> dict:

@@ -50,7 +50,7 @@ WARMUP_STEPS = 5
 def train_setup(cfg) -> tuple[DataParallel, dict, list[dict]]:
   """The real data-parallel train step, its initial state and 8 batches, on the devices."""
   task = config_lib.validate(cfg)
-  opt = optimizer.make(cfg.train)
+  opt = optimizer.make(cfg)
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train.train_step(cfg, opt, st, b))
   state = parallel.put_state(optimizer.init_state(cfg, task))
   batches = [parallel.put_batch(data.train_batch(cfg, task, s)) for s in range(8)]
@@ -131,7 +131,7 @@ def compare_torch(cfg, steps: int, rounds: int, threads: int = 0) -> list[dict]:
             "k_max": cfg.model.k_max, "torch_threads": threads}
 
   # Train step, both from the same parameters on the same batches.
-  opt = optimizer.make(cfg.train)
+  opt = optimizer.make(cfg)
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train.train_step(cfg, opt, st, b))
   state = {"jax": parallel.put_state(host_state)}
   jax_batches = [parallel.put_batch(b) for b in batches]

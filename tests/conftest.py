@@ -126,7 +126,8 @@ def tiny_batch(cfg, step: int = 0) -> dict:
 def random_params(cfg, seed: int = 0, halt_bias: float | None = None):
   task = config_lib.validate(cfg)
   bias = cfg.halting.bias_init if halt_bias is None else halt_bias
-  return model.init_params(cfg.model, task.vocab_size, jax.random.key(seed), bias)
+  return model.init_params(cfg.model, task.vocab_size, jax.random.key(seed), bias,
+                           cfg.halting.input_norm)
 
 
 @functools.cache

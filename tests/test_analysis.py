@@ -50,10 +50,11 @@ def test_mean_spearman_ci_averages_runs_and_matches_one_run():
   rng = np.random.default_rng(2)
   x = rng.normal(size=300)
   strong, weak = x + 0.5 * rng.normal(size=300), x + 3.0 * rng.normal(size=300)
-  rho, low, high = analysis.mean_spearman_ci([(x, strong), (x, weak)], resamples=100)
+  rho, low, high = analysis.mean_spearman_ci([(x, strong, None), (x, weak, None)],
+                                                    resamples=100)
   assert rho == pytest.approx((analysis.spearman(x, strong) + analysis.spearman(x, weak)) / 2)
   assert low < rho < high
-  assert analysis.mean_spearman_ci([(x, strong)], seed=3, resamples=50) == \
+  assert analysis.mean_spearman_ci([(x, strong, None)], seed=3, resamples=50) == \
       analysis.spearman_ci(x, strong, seed=3, resamples=50)
 
 
@@ -65,3 +66,19 @@ def test_depth_by_value():
   assert table["mean"] == [2.0, 5.0, 2.0]
   # Standard error of the mean: sample std / sqrt(n); 0 for a single token.
   assert table["sem"] == pytest.approx([0.0, 0.0, np.std([1, 3], ddof=1) / np.sqrt(2)])
+
+
+def test_bootstrap_resamples_whole_examples():
+  # Ten examples of 20 tokens each; depth follows the example, not the token. Token resampling
+  # treats 200 tokens as independent and gives a narrow interval; resampling the ten examples
+  # gives the honest, wider one.
+  rng = np.random.default_rng(0)
+  example = np.repeat(np.arange(10), 20)
+  x = rng.normal(size=10)[example] + 0.1 * rng.normal(size=200)
+  y = x + rng.normal(size=10)[example]
+  _, low_t, high_t = analysis.spearman_ci(x, y, resamples=200)
+  _, low_e, high_e = analysis.spearman_ci(x, y, example, resamples=200)
+  assert high_e - low_e > 1.5 * (high_t - low_t)
+  draw = analysis._resample(example, example.size, np.random.default_rng(1))
+  counts = np.bincount(example[draw], minlength=10)
+  assert set(np.unique(counts)) <= set(range(0, 201, 20))   # whole examples only

@@ -22,27 +22,33 @@ def _records(depth_of_remaining, examples: int = 3) -> dict[str, np.ndarray]:
     for example in range(examples):
       for j in range(size):
         remaining = size - j
+        depth = depth_of_remaining(remaining)
         columns = {"size": size, "example": example, "position": size + j,
-                   "depth": depth_of_remaining(remaining), "correct": True,
+                   "depth": depth, "correct": True, "needed_depth": min(depth, 2),
                    "in_distribution": TRAIN_SIZES[0] <= size <= TRAIN_SIZES[1],
                    "feature/size": size, "feature/multiplicity": 1 + j % 2,
                    "feature/remaining": remaining, "feature/gap": j % 3, "feature/repeat": 0}
         for k, v in columns.items():
           rows.setdefault(k, []).append(v)
-  return {k: np.array(v, np.int32 if k == "depth" else None) for k, v in rows.items()}
+  return {k: np.array(v, np.int32 if k in ("depth", "needed_depth") else None)
+          for k, v in rows.items()}
 
 
 def _eval(records: dict, seed: int, variant: str) -> dict:
-  return {"step": 30, "task": "sorting", "variant": variant, "sizes": {str(size): {
+  return {"step": 30, "task": "sorting", "variant": variant,
+          "alignment": {"spearman_needed": 0.5, "spearman_main": 0.25, "main_feature": "remaining"},
+          "sizes": {str(size): {
       "token_accuracy": 1.0, "sequence_accuracy": SEQ_ACC[seed][size],
       **evaluate.depth_summary(records["depth"], records["size"] == size, 4),
+      "forced_token_accuracy": [1.0] * 4,
+      "forced_sequence_accuracy": [SEQ_ACC[seed][size] * k / 4 for k in range(1, 5)],
       "in_distribution": TRAIN_SIZES[0] <= size <= TRAIN_SIZES[1]} for size in (2, 4, 6)}}
 
 
 def _run(variant: str, seed: int, depth_of_remaining) -> dict:
   records = _records(depth_of_remaining)
   return {"workdir": f"{variant}/seed{seed}", "config": tiny_config(variant, seed=seed),
-          "eval": _eval(records, seed, variant), "records": records}
+          "eval": _eval(records, seed, variant), "records": records, "evals": []}
 
 
 def _write(root, run: dict) -> str:
@@ -78,6 +84,15 @@ def test_group_over_seeds_known_numbers():
   # Depth is exactly linear in remaining in both runs.
   assert g["regression"]["r2_execution"]["mean"] == pytest.approx(1.0)
   assert g["regression"]["r2_both"]["mean"] == pytest.approx(1.0)
+  # Needed depth min(depth, 2): the waste is what lies above 2; in-distribution sizes 2, 4.
+  n = g["needed"]
+  depths = [[r for size in (2, 4) for _ in range(3) for r in range(size, 0, -1)],
+            [7 - r for size in (2, 4) for _ in range(3) for r in range(size, 0, -1)]]
+  waste = [np.mean([d - min(d, 2) for d in ds]) for ds in depths]
+  assert n["waste"] == pytest.approx({"mean": np.mean(waste), "std": np.std(waste)})
+  assert n["unmatched"] == {"mean": 0.0, "std": 0.0}
+  # Forced accuracy: mean over the in-distribution sizes, then over seeds.
+  assert n["forced_sequence_accuracy"]["mean"] == pytest.approx([0.8 * k / 4 for k in range(1, 5)])
 
 
 def test_single_run_alignment_and_depth_tables():
@@ -104,8 +119,10 @@ def test_constant_depth_has_zero_alignment():
     assert stats["rho"] == {"mean": 0.0, "std": 0.0} and stats["ci95"] == [0.0, 0.0]
   assert all(v == {"mean": 0.0, "std": 0.0} for v in g["regression"].values())
   assert g["depth_hist"]["in_distribution"] == [0.0, 0.0, 0.0, 1.0]
-  text = analyze.markdown({"groups": {"sorting/fixed": g}}, [])
+  assert g["label"] == "fixed_k4"
+  text = analyze.markdown({"groups": {"sorting/fixed_k4": g}}, [])
   assert "| remaining (main) | execution | 0 (constant) |" in text
+  assert "| fixed_k4 | 4.00 | 2.00, 0.00 | 2.00 | 0 (constant) | 0.000 |" in text
 
 
 def test_runs_of_one_group_must_share_sizes():
@@ -128,17 +145,20 @@ def test_cli_writes_report_json_and_plots(tmp_path, written_runs):
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.splitlines()[-1] == str(out / "report.md")
   result = json.loads((out / "analysis.json").read_text())
-  assert set(result["groups"]) == {"sorting/anira_o", "sorting/fixed"}
+  assert set(result["groups"]) == {"sorting/anira_o", "sorting/fixed_k4"}
   assert result["groups"]["sorting/anira_o"]["seeds"] == [0, 1]
   assert result["machine"]["cpus"] >= 1
   report = (out / "report.md").read_text()
   assert f"`python -m anira_jax.analyze --out={out} --workdirs " in report
   for section in ("## Runs", "## sorting", "### Accuracy and depth per size",
-                  "### Spearman(depth, feature)", "### R² of depth", "## Plots"):
+                  "### Spearman(depth, feature)", "### R² of depth", "### Needed depth",
+                  "## Plots"):
     assert section in report, section
   assert "| anira_o | 6 | **out** |" in report
   names = {"sorting_accuracy.png", "sorting_depth.png", "sorting_depth_vs_remaining.png",
-           "sorting_r2.png", "sorting_depth_hist.png"}
+           "sorting_r2.png", "sorting_depth_hist.png", "sorting_accuracy_vs_compute.png",
+           "sorting_forced_depth.png", "sorting_needed_depth.png",
+           "sorting_alignment_over_training.png"}
   assert {p.name for p in (out / "plots").iterdir()} == names
   for name in names:
     png = (out / "plots" / name).read_bytes()

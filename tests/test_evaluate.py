@@ -9,12 +9,15 @@ from anira_jax.tasks.base import PAD
 from conftest import read_eval, run_module, stderr_lines, tiny_config
 
 SIZE_KEYS = {"token_accuracy", "sequence_accuracy", "mean_depth", "depth_std", "depth_hist",
-             "in_distribution"}
+             "needed_mean_depth", "needed_depth_std", "needed_depth_hist", "waste", "unmatched",
+             "forced_token_accuracy", "forced_sequence_accuracy", "in_distribution"}
 
 
 def test_eval_json_schema(trained_run):
   result = read_eval(trained_run("anira_o"))
-  assert set(result) == {"step", "variant", "task", "sizes"}
+  assert set(result) == {"step", "variant", "task", "sizes", "alignment"}
+  assert result["alignment"]["main_feature"] == "remaining"
+  assert -1.0 <= result["alignment"]["spearman_needed"] <= 1.0
   assert (result["step"], result["variant"], result["task"]) == (30, "anira_o", "sorting")
   assert list(result["sizes"]) == ["2", "4", "6"]
   for size, m in result["sizes"].items():
@@ -22,6 +25,8 @@ def test_eval_json_schema(trained_run):
     assert 0.0 <= m["sequence_accuracy"] <= m["token_accuracy"] <= 1.0
     assert 1.0 <= m["mean_depth"] <= 4.0 and m["depth_std"] >= 0.0
     assert len(m["depth_hist"]) == 4 and sum(m["depth_hist"]) == pytest.approx(1.0, abs=1e-5)
+    assert 1.0 <= m["needed_mean_depth"] <= 4.0 and 0.0 <= m["unmatched"] < 1.0
+    assert len(m["forced_token_accuracy"]) == len(m["forced_sequence_accuracy"]) == 4
     assert m["in_distribution"] is (size in ("2", "4"))
 
 
@@ -84,7 +89,19 @@ def _crafted(vocab=18, k_max=4):
         return {"logits": logits, "depth": depth, "iterations": k_max}
     raise AssertionError("unexpected inputs")
 
-  return cfg, sets, predict
+  def forced(params, inputs, k):
+    # The own prediction once k reaches position % 2 + 1, another token before; never at
+    # (size 3, example 0, position 5).
+    out = predict(params, inputs)
+    pred = out["logits"].argmax(-1)
+    position = np.broadcast_to(np.arange(inputs.shape[1]), inputs.shape)
+    other = np.where(k >= position % 2 + 1, pred, (pred + 2) % vocab)
+    if inputs.shape[0] == 2 and (inputs == sets[3]["inputs"]).all():
+      other[0, 5] = (pred[0, 5] + 3) % vocab
+    return {**out, "logits": np.eye(vocab, dtype=np.float32)[other], "depth": np.full_like(
+        out["depth"], k)}
+
+  return cfg, sets, evaluate.Predictors(predict, forced)
 
 
 def test_accuracy_and_depth_on_crafted_predictor():
@@ -105,8 +122,29 @@ def test_accuracy_and_depth_on_crafted_predictor():
   np.testing.assert_array_equal(records["position"][records["size"] == 3], [3, 4, 5, 3, 4, 5])
 
 
+def test_needed_depth_and_forced_accuracy_on_crafted_predictor():
+  cfg, sets, predict = _crafted()
+  result, records = evaluate.evaluate(cfg, _Task(), None, predict, sets)
+  three = records["size"] == 3
+  # Positions 3, 4, 5 need 2, 1, 2 iterations; (example 0, position 5) is reproduced by none.
+  np.testing.assert_array_equal(records["needed_depth"][three], [2, 1, 0, 2, 1, 2])
+  np.testing.assert_array_equal(records["needed_depth"][~three], [1, 2] * 3)
+  m = result["sizes"]["3"]
+  assert m["unmatched"] == pytest.approx(1 / 6)
+  assert m["needed_mean_depth"] == pytest.approx(8 / 5)
+  assert m["needed_depth_hist"] == pytest.approx([0.4, 0.6, 0.0, 0.0])
+  # Own depths at positions 3, 4, 5 are 4, 1, 2: waste over the matched tokens.
+  assert m["waste"] == pytest.approx(((4 - 2) + 0 + (4 - 2) + 0 + 0) / 5)
+  # Size 3 predicts every target right at its own depth; forced at 1, positions 3 and 5 are wrong.
+  assert m["forced_token_accuracy"] == pytest.approx([1 / 3, 5 / 6, 5 / 6, 5 / 6], abs=1e-6)
+  assert m["forced_sequence_accuracy"] == pytest.approx([0.0, 0.5, 0.5, 0.5], abs=1e-6)
+  assert records["forced_correct"].shape == (12, cfg.model.k_max)
+  np.testing.assert_array_equal(records["forced_correct"][three][:, 0], [0, 1, 0, 0, 1, 0])
+
+
 class _Task:
   name = "crafted"
+  main_feature = "remaining"
 
 
 def test_in_distribution_flags():

@@ -104,8 +104,8 @@ def test_ponder_cost_hand_computed():
   w = f32(0.5, 0.3, 0.2, 0.0)[None, None].repeat(3, axis=1)  # [1, 3, 4]
   depth = jnp.asarray([[3, 1, 0]])
   np.testing.assert_allclose(halting.ponder_cost(w, depth), [[3.2, 1.5, 0.5]], rtol=1e-6)
-  np.testing.assert_allclose(halting.penalty("ponder", w, depth, 0.2), [[3.2, 1.5, 0.5]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(halting.penalty("ponder", w, jnp.zeros_like(w), depth, 0.2),
+                             [[3.2, 1.5, 0.5]], rtol=1e-6)
 
 
 def test_ponder_cost_gradient_flows_through_remainder_only():
@@ -121,25 +121,60 @@ def test_geometric_prior_hand_computed():
   np.testing.assert_array_equal(halting.depth_prior("kl_uniform", 4, 0.5), [0.25] * 4)
 
 
+def _kl(kind, logits, depth, prior_lambda):
+  logits = jnp.asarray(logits, jnp.float32)
+  return halting.penalty(kind, jnp.zeros_like(logits), logits, jnp.asarray(depth), prior_lambda)
+
+
+def test_log_weights_hand_computed():
+  # lambda = 1/4, 1/3, 1/2: weights 1/4 each, and the remainder 1/4 at depth 4.
+  logits = jnp.log(f32(1 / 3, 1 / 2, 1.0, 1.0))[None, None]
+  log_w, reached = halting.log_weights(logits, jnp.asarray([[4]]))
+  np.testing.assert_allclose(jnp.exp(log_w), [[[0.25] * 4]], rtol=1e-6)
+  log_w, reached = halting.log_weights(logits, jnp.asarray([[2]]))   # remainder 3/4 at depth 2
+  np.testing.assert_array_equal(reached, [[[True, True, False, False]]])
+  np.testing.assert_allclose(jnp.exp(log_w)[reached], [0.25, 0.75], rtol=1e-6)
+
+
 def test_kl_geometric_hand_computed():
-  w = f32(0.5, 0.5, 0.0)[None, None]
+  # lambda_0 = 1/2, halting at depth 2: weights (1/2, 1/2, 0).
   expected = 0.5 * math.log(0.5 / (4 / 7)) + 0.5 * math.log(0.5 / (2 / 7))
-  got = halting.penalty("kl_geometric", w, jnp.asarray([[2]]), 0.5)
+  got = _kl("kl_geometric", [[[0.0, 5.0, 5.0]]], [[2]], 0.5)
   np.testing.assert_allclose(got, [[expected]], rtol=1e-5)
-  np.testing.assert_allclose(
-      halting.kl_to_prior(w, halting.depth_prior("kl_geometric", 3, 0.5)), [[expected]], rtol=1e-5)
 
 
 def test_kl_uniform_hand_computed():
-  w = jnp.stack([f32(1.0, 0.0, 0.0, 0.0), f32(0.25, 0.25, 0.25, 0.25),
-                 f32(0.5, 0.0, 0.0, 0.5)])[None]
-  got = halting.penalty("kl_uniform", w, jnp.asarray([[1, 4, 4]]), 0.2)
-  np.testing.assert_allclose(got, [[math.log(4), 0.0, math.log(2)]], rtol=1e-6, atol=1e-7)
+  logits = jnp.stack([f32(3.0, 0.0, 0.0, 0.0),                          # depth 1: (1, 0, 0, 0)
+                      jnp.log(f32(1 / 3, 1 / 2, 1.0, 1.0)),               # (1/4, 1/4, 1/4, 1/4)
+                      f32(0.0, -40.0, -40.0, 0.0)])[None]                 # (1/2, ~0, ~0, 1/2)
+  got = _kl("kl_uniform", logits, [[1, 4, 4]], 0.2)
+  np.testing.assert_allclose(got, [[math.log(4), 0.0, math.log(2)]], rtol=1e-6, atol=1e-6)
+
+
+def test_kl_equals_its_weight_space_form():
+  logits = jax.random.normal(jax.random.key(0), (2, 5, 6)) * 2
+  depth = jax.random.randint(jax.random.key(1), (2, 5), 1, 7)
+  log_w, reached = halting.log_weights(logits, depth)
+  w = jnp.where(reached, jnp.exp(log_w), 0.0)
+  np.testing.assert_allclose(jnp.sum(w, -1), 1.0, rtol=1e-5)
+  prior = halting.depth_prior("kl_geometric", 6, 0.3)
+  by_weights = jnp.sum(jax.scipy.special.xlogy(w, w) - w * jnp.log(prior)[None, None], -1)
+  np.testing.assert_allclose(_kl("kl_geometric", logits, depth, 0.3), by_weights, rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["kl_geometric", "kl_uniform"])
+def test_kl_gradient_is_finite_when_an_active_weight_underflows(kind):
+  # An active token whose halting probability underflows to 0 in float32 at t = 1: 0 log 0 in
+  # weight space has an infinite derivative, and its gradient was NaN.
+  logits = f32(0.0, -200.0, 0.0, 0.0)[None, None]
+  g = jax.grad(lambda z: _kl(kind, z, [[4]], 0.3).sum())(logits)
+  assert bool(jnp.all(jnp.isfinite(g))), g
+  assert float(jnp.abs(g[..., 0]).sum()) > 0
 
 
 def test_kl_of_padding_token_is_zero_and_finite():
-  w = jnp.zeros((1, 1, 3))
-  got = halting.penalty("kl_geometric", w, jnp.zeros((1, 1), jnp.int32), 0.2)
+  got = _kl("kl_geometric", jnp.zeros((1, 1, 3)), jnp.zeros((1, 1), jnp.int32), 0.2)
   np.testing.assert_array_equal(got, [[0.0]])
 
 
@@ -161,7 +196,8 @@ def test_penalty_scale_no_warmup_is_full_from_start():
 
 def test_unknown_penalty_raises():
   with pytest.raises(ValueError, match=r"unknown halting.penalty 'l2'.*ponder, kl_geometric"):
-    halting.penalty("l2", jnp.zeros((1, 1, 2)), jnp.ones((1, 1), jnp.int32), 0.2)
+    halting.penalty("l2", jnp.zeros((1, 1, 2)), jnp.zeros((1, 1, 2)), jnp.ones((1, 1), jnp.int32),
+                    0.2)
 
 
 def test_switched_off_holds_logits_then_returns_params_unchanged():

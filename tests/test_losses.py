@@ -16,9 +16,10 @@ from conftest import forward, random_params, tiny_batch, tiny_config
 STEP = jnp.asarray(100, jnp.int32)   # past any warm-up: penalty at full weight
 
 
-def _setup(variant, penalty="ponder", **overrides):
+def _setup(variant, penalty="ponder", penalty_tokens="all", **overrides):
   cfg = tiny_config(variant, halting__penalty=penalty, halting__threshold=0.1,
-                    halting__penalty_weight=0.05, **overrides)
+                    halting__penalty_weight=0.05, halting__penalty_tokens=penalty_tokens,
+                    **overrides)
   params = random_params(cfg, seed=1, halt_bias=1.0)
   return cfg, params, tiny_batch(cfg)
 
@@ -74,8 +75,8 @@ def test_penalty_averages_over_real_tokens_only(penalty):
   cfg, params, batch = _setup("anira_e", penalty=penalty)
   _, aux = objective(cfg, params, batch)
   _, final = forward(cfg, params, batch["inputs"], "scan")
-  per_token = np.asarray(halting.penalty(penalty, final.weights_BxLxK, final.depth_BxL,
-                                         cfg.halting.prior_lambda))
+  per_token = np.asarray(halting.penalty(penalty, final.weights_BxLxK, final.logits_BxLxK,
+                                         final.depth_BxL, cfg.halting.prior_lambda))
   valid = batch["inputs"] != PAD
   assert (~valid).sum() > 0
   np.testing.assert_array_equal(per_token[~valid], 0.0)   # PAD: depth 0, no weights
@@ -83,6 +84,18 @@ def test_penalty_averages_over_real_tokens_only(penalty):
   assert got == pytest.approx(per_token[valid].mean(), rel=1e-5)
   assert got != pytest.approx(per_token.mean(), rel=1e-3)   # not averaged over all positions
   assert got > 0
+
+
+def test_penalty_on_answer_tokens_only():
+  cfg, params, batch = _setup("anira_o", penalty_tokens="answer")
+  _, aux = objective(cfg, params, batch)
+  _, final = forward(cfg, params, batch["inputs"], "scan")
+  per_token = np.asarray(halting.penalty("ponder", final.weights_BxLxK, final.logits_BxLxK,
+                                         final.depth_BxL, cfg.halting.prior_lambda))
+  answer = batch["loss_mask"]
+  got = float(aux["mean"]["penalty"])
+  assert got == pytest.approx(per_token[answer].mean(), rel=1e-5)
+  assert got != pytest.approx(per_token[batch["inputs"] != PAD].mean(), rel=1e-3)
 
 
 @pytest.mark.parametrize("variant", ["fixed", "transformer"])

@@ -167,3 +167,15 @@ def test_block_accepts_host_params_with_traced_t():
   for t in range(cfg.model.k_max):
     expected = model.block(cfg.model, params, expected, t)
   np.testing.assert_allclose(final, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_normalised_halting_input_ignores_the_scale_of_the_state():
+  cfg = tiny_config("anira_o", halting__input_norm=True)
+  params = random_params(cfg, halt_bias=0.0)
+  params["halt"]["kernel"] = jax.random.normal(jax.random.key(3), params["halt"]["kernel"].shape)
+  h = jax.random.normal(jax.random.key(4), (2, 5, cfg.model.d_model))
+  np.testing.assert_allclose(model.halt_logits(params, 5.0 * h), model.halt_logits(params, h),
+                             rtol=1e-4, atol=1e-4)
+  plain = {**params, "halt": {k: v for k, v in params["halt"].items() if k != "norm"}}
+  assert not np.allclose(model.halt_logits(plain, 5.0 * h), model.halt_logits(plain, h),
+                         atol=1e-2)

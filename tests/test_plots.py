@@ -15,6 +15,17 @@ def _group(variant: str, adaptive: bool) -> dict:
       "depth_by_feature": {"feature": "frontier_size", "values": [1.0, 2.0], "mean": [3.0, 2.5],
                            "sem": [0.1, 0.2], "count": [10, 5]},
       "depth_hist": {"in_distribution": [0.1] * 8, "out_of_distribution": [0.0] * 7 + [1.0]},
+      "in_distribution": {"sequence_accuracy": ms(0.9), "mean_depth": ms(3.0)},
+      "needed": {"hist": [0.5, 0.3, 0.2] + [0.0] * 5,
+                 "own_by_needed": {"values": [1, 2, 3], "mean": [2.0, 3.0, 3.5],
+                                   "sem": [0.1, 0.1, 0.2], "count": [5, 3, 2]},
+                 "forced_sequence_accuracy": {"mean": [0.5 + k / 20 for k in range(8)],
+                                              "std": [0.0] * 8}},
+      "forced": {str(s): {"forced_sequence_accuracy": [0.1 * k for k in range(8)],
+                          "forced_token_accuracy": [0.1 * k for k in range(8)]}
+                 for s in (3, 4, 6, 8)},
+      "history": {"steps": [500, 1000], "spearman_needed": [0.1, 0.4],
+                  "spearman_main": [0.0, 0.2]},
   }
 
 
@@ -22,7 +33,10 @@ def test_figures_per_task_and_labels():
   groups = {"graph/anira_o": _group("anira_o", True), "graph/fixed": _group("fixed", False)}
   figs = plots.figures(groups)
   assert list(figs) == ["graph_accuracy.png", "graph_depth.png",
-                        "graph_depth_vs_frontier_size.png", "graph_r2.png", "graph_depth_hist.png"]
+                        "graph_depth_vs_frontier_size.png", "graph_r2.png",
+                        "graph_accuracy_vs_compute.png", "graph_forced_depth.png",
+                        "graph_needed_depth.png", "graph_alignment_over_training.png",
+                        "graph_depth_hist.png"]
   for name, fig in figs.items():
     assert fig.get_suptitle() or all(ax.get_title() for ax in fig.axes), name
     for ax in fig.axes:
@@ -32,9 +46,12 @@ def test_figures_per_task_and_labels():
   labels = lambda name: {t.get_text() for leg in figs[name].legends + [
       ax.get_legend() for ax in figs[name].axes if ax.get_legend()] for t in leg.get_texts()}
   assert labels("graph_r2.png") == {"ANIRA-O (online)"}
-  assert {"ANIRA-O (online)", "fixed depth", "training sizes"} <= labels("graph_accuracy.png")
+  assert {"ANIRA-O (online)", "fixed depth k=8", "training sizes"} <= labels("graph_accuracy.png")
   assert [ax.get_title() for ax in figs["graph_depth_hist.png"].axes] == [
-      "ANIRA-O (online)", "fixed depth"]
+      "ANIRA-O (online)", "fixed depth k=8"]
+  assert labels("graph_accuracy_vs_compute.png") == {
+      "fixed depth, trained at k", "ANIRA-O (online), every token forced to k",
+      "ANIRA-O (online), own halting"}
 
 
 def test_no_alignment_figures_without_adaptive_depth(tmp_path):

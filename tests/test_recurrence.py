@@ -2,9 +2,11 @@
 rounding; halted tokens are frozen; PAD tokens never run; the whole model is causal, through the
 halting decisions too."""
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -46,7 +48,7 @@ def _check_scan_equals_while(cfg, params, inputs, use_jit, expect_early_exit):
   assert float(jnp.max(jnp.abs(logits_s - logits_w))) == 0.0
   np.testing.assert_array_equal(final_s.depth_BxL, final_w.depth_BxL)
   for field in ("h_BxLxD", "out_BxLxO", "survival_BxL", "halted_BxL", "weights_BxLxK",
-                "probs_BxLxK"):
+                "probs_BxLxK", "logits_BxLxK"):
     np.testing.assert_array_equal(getattr(final_s, field), getattr(final_w, field), err_msg=field)
   assert int(final_s.t) == k_max
   iterations = int(final_w.t)
@@ -159,9 +161,10 @@ def _manual_steps(cfg, params, inputs):
   out_dim = (model.vocab_size(params) if cfg.halting.output == "distribution"
              else cfg.model.d_model)
   s = recurrence.init_state(h0, jnp.asarray(inputs != PAD), cfg.model.k_max, out_dim)
+  ctx = recurrence.Context(early, h0 if cfg.model.input_injection else None, None)
   states = [s]
   for _ in range(cfg.model.k_max):
-    s = recurrence.step(cfg, params, early, s)
+    s = recurrence.step(cfg, params, ctx, s)
     states.append(jax.tree.map(np.asarray, s))
   return states
 
@@ -283,3 +286,139 @@ def test_remat_keeps_forward_bitwise_and_gradients_close(remat):
   assert float(value) == float(value_r)
   for g, g_r in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_r)):
     np.testing.assert_allclose(g, g_r, rtol=1e-4, atol=1e-6)
+
+
+# Forced depth: every token halts at iteration k ------------------------------------------------
+
+FORCED_CASES = [("anira_o", "state"), ("anira_o", "distribution"), ("anira_e", "state"),
+                ("anira_e", "distribution"), ("fixed", "state"), ("transformer", "state")]
+
+
+@functools.cache
+def _forced_forward(cfg_json: str, mode: str):
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+  return jax.jit(lambda params, inputs, k: recurrence.forward(cfg, params, inputs, mode, k))
+
+
+def _truncated_mixture(cfg, params, inputs, k):
+  """By hand: every token runs k iterations of the block; output weights are the model's own
+  lambda_t * S_{t-1} before k and the remainder S_{k-2} at k."""
+  h = model.prelude(cfg.model, params, model.embed(params, inputs))
+  early = model.halt_logits(params, h)
+  out, survival = 0.0, jnp.ones(h.shape[:2])
+  for t in range(k):
+    h = model.block(cfg.model, params, h, t)
+    if cfg.model.variant == "anira_o":
+      lam = jax.nn.sigmoid(model.halt_logits(params, h)[..., 0] / cfg.halting.temperature)
+    elif cfg.model.variant == "anira_e":
+      lam = jax.nn.sigmoid(early[..., t] / cfg.halting.temperature)
+    else:
+      lam = jnp.zeros(h.shape[:2])
+    weight = survival if t == k - 1 else lam * survival
+    part = (h if cfg.halting.output == "state"
+            else jax.nn.softmax(model.readout(params, h)))
+    out = out + weight[..., None] * part
+    survival = survival * (1.0 - lam)
+  if cfg.halting.output == "state":
+    return model.readout(params, out)
+  return jnp.log(jnp.maximum(out, recurrence.TINY))
+
+
+@pytest.mark.parametrize("variant,output", FORCED_CASES)
+def test_forced_depth_scan_equals_while_and_the_truncated_mixture(variant, output):
+  cfg = tiny_config(variant, halting__output=output)
+  params = random_params(cfg)
+  inputs = _inputs(cfg)
+  valid = inputs != PAD
+  for k in range(1, cfg.model.k_max + 1):
+    logits_s, final_s = _forced_forward(cfg.to_json(), "scan")(params, inputs, k)
+    logits_w, final_w = _forced_forward(cfg.to_json(), "while")(params, inputs, k)
+    np.testing.assert_array_equal(logits_s, logits_w)
+    np.testing.assert_array_equal(final_s.weights_BxLxK, final_w.weights_BxLxK)
+    np.testing.assert_array_equal(np.asarray(final_w.depth_BxL)[valid], k)
+    np.testing.assert_array_equal(np.asarray(final_w.depth_BxL)[~valid], 0)
+    assert int(final_w.t) == k
+    expected = _truncated_mixture(cfg, params, inputs, k)
+    np.testing.assert_allclose(np.asarray(logits_w)[valid], np.asarray(expected)[valid],
+                               rtol=1e-5, atol=1e-5)
+  if variant in ("fixed", "transformer"):   # k_max is what the baselines always run
+    np.testing.assert_array_equal(logits_w, forward(cfg, params, inputs, "scan")[0])
+
+
+def test_forced_depth_is_not_the_own_depth():
+  # The comparison above can fail: forcing depth 1 changes what the model's own halting gives.
+  cfg = tiny_config("anira_o")
+  params = random_params(cfg)
+  inputs = _inputs(cfg)
+  own = forward(cfg, params, inputs, "while")[0]
+  forced = _forced_forward(cfg.to_json(), "while")(params, inputs, 1)[0]
+  assert not np.allclose(own, forced, atol=1e-3)
+
+
+# Input injection and the iteration embedding ----------------------------------------------------
+
+OFFSET_CASES = [("anira_o", True, False), ("anira_o", False, True), ("anira_e", True, True),
+                ("fixed", True, False), ("transformer", True, True)]
+
+
+def _offset_params(cfg):
+  params = random_params(cfg)
+  if cfg.model.iteration_embedding:
+    params["iteration"] = jax.random.normal(jax.random.key(7), params["iteration"].shape)
+  return params
+
+
+@pytest.mark.parametrize("variant,injection,iteration", OFFSET_CASES)
+def test_scan_equals_while_with_block_offsets(variant, injection, iteration):
+  cfg = tiny_config(variant, model__input_injection=injection,
+                    model__iteration_embedding=iteration)
+  params = _offset_params(cfg)
+  inputs = _inputs(cfg)
+  _check_scan_equals_while(cfg, params, inputs, use_jit=True, expect_early_exit=False)
+  plain = tiny_config(variant)
+  without = {k: v for k, v in params.items() if k != "iteration"}
+  assert not np.allclose(forward(cfg, params, inputs)[0], forward(plain, without, inputs)[0],
+                         atol=1e-4)
+
+
+def test_block_offset_by_hand():
+  """One iteration reads state + prelude output + e_t and keeps the state free of them."""
+  cfg = tiny_config("fixed", model__input_injection=True, model__iteration_embedding=True,
+                    model__k_max=2)
+  params = _offset_params(cfg)
+  inputs = _inputs(cfg)
+  h0 = model.prelude(cfg.model, params, model.embed(params, inputs))
+  h = h0
+  for t in range(2):
+    c = h0 + params["iteration"][t][None, None]
+    h = model.block(cfg.model, params, h + c, t) - c
+  valid = inputs != PAD
+  _, final = forward(cfg, params, inputs, "while")
+  np.testing.assert_allclose(np.asarray(final.h_BxLxD)[valid], np.asarray(h)[valid], rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_iteration_embedding_starts_as_without_it():
+  cfg = tiny_config("anira_o", model__iteration_embedding=True)
+  params = random_params(cfg)
+  np.testing.assert_array_equal(params["iteration"], 0.0)
+  without = {k: v for k, v in params.items() if k != "iteration"}
+  inputs = _inputs(cfg)
+  np.testing.assert_array_equal(forward(cfg, params, inputs)[0],
+                                forward(tiny_config("anira_o"), without, inputs)[0])
+
+
+def test_compact_with_input_injection_equals_dense():
+  cfg = tiny_config("anira_o", model__input_injection=True, halting__bias_init=1.0)
+  params = random_params(cfg)
+  inputs = _inputs(cfg)
+  logits_w, final_w = forward(cfg, params, inputs, "while")
+  logits_c, final_c = forward(cfg, params, inputs, "compact")
+  np.testing.assert_allclose(logits_c, logits_w, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(final_c.depth_BxL, final_w.depth_BxL)
+
+
+def test_compact_rejects_the_iteration_embedding():
+  cfg = tiny_config("anira_o", model__iteration_embedding=True)
+  with pytest.raises(ValueError, match="iteration_embedding"):
+    runs.predictor(cfg, "compact")(random_params(cfg), _inputs(cfg))

@@ -63,6 +63,25 @@ def test_wrong_dtype_or_rank_raises(run, inputs, what):
     run.predict(inputs)
 
 
+def test_predict_at_a_forced_depth(run):
+  inputs = tiny_batch(run.config, 3)["inputs"]
+  for k in (1, 4):
+    by_while = run.predict(inputs, depth=k)
+    by_scan = run.predict(inputs, mode="scan", depth=k)
+    np.testing.assert_array_equal(by_while["logits"], by_scan["logits"])
+    np.testing.assert_array_equal(by_while["depth"][inputs != PAD], k)
+    np.testing.assert_array_equal(by_while["depth"][inputs == PAD], 0)
+    assert int(by_while["iterations"]) == k
+  own = run.predict(inputs)
+  assert not np.array_equal(run.predict(inputs, depth=1)["logits"], own["logits"])
+
+
+@pytest.mark.parametrize("depth", [0, 5, 2.0, "3"])
+def test_forced_depth_out_of_range_raises(run, depth):
+  with pytest.raises(ValueError, match="depth must be an integer from 1 to model.k_max=4"):
+    run.predict(tiny_batch(run.config, 3)["inputs"], depth=depth)
+
+
 def test_unknown_mode_raises(run):
   with pytest.raises(ValueError, match="mode must be one of scan, while, compact, got 'fast'"):
     run.predict(np.array([[2, 3]]), mode="fast")

@@ -70,7 +70,7 @@ def test_params_round_trip():
 def test_train_steps_match(penalty):
   cfg = tiny_config(penalty=penalty)
   task, state, params = setup(cfg)
-  opt = optimizer.make(cfg.train)
+  opt = optimizer.make(cfg)
   parallel = DataParallel("shard_map", lambda st, b: train.train_step(cfg, opt, st, b),
                           jax.devices()[:1])
   state = parallel.put_state(state)

@@ -44,6 +44,25 @@ def test_tiny_sorting_model_learns(tmp_path):
   assert records[-1]["token_accuracy"] > 0.8
 
 
+def test_evaluation_during_depth_warmup_runs_the_model_training_runs(tmp_path):
+  """Before halting.depth_warmup ends every token runs k_max iterations in training; evaluation
+  and loaded runs see the same model (tiny_config's halting bias +1 alone would halt early)."""
+  cfg = tiny_config("anira_o", halting__depth_warmup=1000)
+  result = train.train_and_evaluate(cfg, str(tmp_path))
+  k_max = cfg.model.k_max
+  assert all(m["mean_depth"] == k_max for m in result["sizes"].values()), result
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert all(r["mean_depth"] == k_max for r in records)
+  run = runs.load_run(str(tmp_path))
+  inputs = run.task.sample(0, 3, 4)["inputs"]
+  np.testing.assert_array_equal(run.predict(inputs)["depth"][inputs != 0], k_max)
+  raw = dict(run.params, halt=jax.tree.map(np.asarray, run.params["halt"]))
+  raw["halt"] = {"kernel": np.zeros_like(raw["halt"]["kernel"]), "bias": np.ones_like(
+      raw["halt"]["bias"])}
+  assert (runs.Run(run.config, run.task, raw, run.step).predict(inputs)["depth"][inputs != 0]
+          < k_max).any()   # the halting unit on its own would halt tokens early
+
+
 def _metrics(std, fractions, mean=2.0):
   return {"depth_std": std, "depth_fraction": fractions, "mean_depth": mean}
 
