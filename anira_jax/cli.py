@@ -1,5 +1,6 @@
 """Command-line plumbing shared by every entry point: bad input gives one line and exit 2."""
 import ast
+import difflib
 import importlib.util
 import os
 import sys
@@ -9,6 +10,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 EXIT_USAGE = 2
+DEFAULTS = "anira_jax/config.py"   # where every config key and its default is defined
 
 
 class UserError(Exception):
@@ -35,16 +37,40 @@ def load_config_file(path: str, arg: str = ""):
   return module.get_config(arg) if arg else module.get_config()
 
 
+def _has_key(config, key: str) -> bool:
+  for part in key.split("."):
+    if not hasattr(config, "keys") or part not in config:
+      return False
+    config = config[part]
+  return True
+
+
+def config_keys(config, prefix: str = "") -> list[str]:
+  """Every dotted key of a (nested) config, leaves and sub-configs alike."""
+  keys = []
+  for name in config.keys():
+    keys.append(prefix + name)
+    if hasattr(config[name], "keys"):
+      keys += config_keys(config[name], f"{prefix}{name}.")
+  return keys
+
+
+def unknown_key(config, key: str) -> str:
+  """The one-line message for a key `config` does not have: the closest valid key, and where the
+  valid keys are."""
+  close = difflib.get_close_matches(key, config_keys(config), n=1)
+  hint = f"; did you mean {close[0]!r}?" if close else ""
+  return f"unknown config key {key!r}{hint} (valid keys and their defaults: {DEFAULTS})"
+
+
 def override(config, key: str, text: str) -> None:
   """Sets config.<key> from text, like --config.<key>=<text> (Python literal, else a string)."""
+  if not _has_key(config, key):
+    raise UserError(unknown_key(config, key))
   *parents, leaf = key.split(".")
   node = config
   for part in parents:
-    if not hasattr(node, "keys") or part not in node:
-      raise UserError(f"unknown config key {key!r}")
     node = node[part]
-  if not hasattr(node, "keys") or leaf not in node:
-    raise UserError(f"unknown config key {key!r}")
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -58,14 +84,6 @@ def override(config, key: str, text: str) -> None:
 def _load_base(spec: str):
   path, _, arg = spec.partition(":")
   return load_config_file(path, arg)
-
-
-def _has_key(config, key: str) -> bool:
-  for part in key.split("."):
-    if not hasattr(config, "keys") or part not in config:
-      return False
-    config = config[part]
-  return True
 
 
 def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
@@ -84,7 +102,7 @@ def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
     if arg.startswith("--config.") and "=" in arg:
       key = arg[len("--config."):].split("=", 1)[0]
       if not _has_key(base, key):
-        return f"unknown config key {key!r} (from {arg}); valid keys are in {path}"
+        return unknown_key(base, key)
   return one_line(error)
 
 

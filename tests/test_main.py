@@ -41,6 +41,9 @@ def _snapshot(root: pathlib.Path) -> dict:
 
 BAD = [
     pytest.param(["--config.model.foo=1"], "unknown config key 'model.foo'", id="unknown-key"),
+    pytest.param(["--config.train.step=1"], "unknown config key 'train.step'; did you mean "
+                 "'train.steps'? (valid keys and their defaults: anira_jax/config.py)",
+                 id="unknown-key-close-match"),
     pytest.param(["--config=configs/sorting.py:bogus"],
                  "unknown variant 'bogus'; valid variants: anira_o, anira_e, fixed, transformer",
                  id="unknown-variant"),

@@ -1,0 +1,24 @@
+"""cli.py: the one-line answers shared by every entry point."""
+import pytest
+
+from anira_jax import cli
+from conftest import _config_module
+
+
+def test_unknown_key_names_the_closest_key_and_where_the_defaults_live():
+  cfg = _config_module().get_config("anira_o")
+  with pytest.raises(cli.UserError) as e:
+    cli.override(cfg, "model.kmax", "4")
+  assert str(e.value) == ("unknown config key 'model.kmax'; did you mean 'model.k_max'? "
+                          "(valid keys and their defaults: anira_jax/config.py)")
+
+
+def test_unknown_key_without_a_close_match_still_says_where_the_keys_are():
+  message = cli.unknown_key(_config_module().get_config("anira_o"), "zzz.qqq")
+  assert message == ("unknown config key 'zzz.qqq' (valid keys and their defaults: "
+                     "anira_jax/config.py)")
+
+
+def test_config_keys_lists_nested_keys():
+  keys = cli.config_keys(_config_module().get_config("anira_o"))
+  assert {"seed", "model", "model.k_max", "train.steps", "task.options.num_values"} <= set(keys)
