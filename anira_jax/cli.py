@@ -10,6 +10,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 EXIT_USAGE = 2
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # holds configs/
 DEFAULTS = "anira_jax/config.py"   # where every config key and its default is defined
 
 
@@ -25,6 +26,11 @@ def fail(message: str) -> NoReturn:
 def one_line(error: BaseException) -> str:
   lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
   return lines[-1] if lines else type(error).__name__
+
+
+def config_path(task: str) -> str:
+  """The repository's config file of a task, whatever the current directory."""
+  return os.path.join(REPO, "configs", f"{task}.py")
 
 
 def load_config_file(path: str, arg: str = ""):
@@ -93,7 +99,8 @@ def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
     return "missing --config=configs/<task>.py[:variant]"
   path = spec.partition(":")[0]
   if not os.path.isfile(path):
-    return f"config file not found: {path} (run from the repository root or give a full path)"
+    return (f"config file not found: {path} (relative to {os.getcwd()}; the repository's configs "
+            f"are in {os.path.join(REPO, 'configs')})")
   try:
     base = _load_base(spec)
   except Exception as e:  # pylint: disable=broad-except

@@ -11,8 +11,9 @@ from anira_jax import cli, runs, train
 
 def config_for(task: str, variant: str, seed: int,
                overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """configs/<task>.py:variant with the seed, then `key=value` overrides as --config.key=value."""
-  cfg = cli.load_config_file(os.path.join("configs", f"{task}.py"), variant)
+  """The repository's configs/<task>.py:variant with the seed, then `key=value` overrides as
+  --config.key=value."""
+  cfg = cli.load_config_file(cli.config_path(task), variant)
   cfg.seed = seed
   for item in overrides:
     key, _, value = item.partition("=")

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from anira_jax import ablation, runs, sweep
+from anira_jax import ablation, reproduce, runs, sweep
 from anira_jax.cli import UserError
 
 
@@ -17,6 +17,12 @@ def test_config_for_applies_seed_and_typed_overrides():
   assert cfg.model.max_len == 112   # the rest is configs/graph.py
   with pytest.raises(UserError, match="unknown config key 'train.nope'"):
     sweep.config_for("graph", "anira_e", 0, ["train.nope=1"])
+
+
+def test_config_for_reads_the_repository_configs_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert sweep.config_for("dyck", "fixed", 1).task.name == "dyck"
+  assert reproduce.config("ci", "graph", "anira_o", 0).train.steps == 30
 
 
 def test_remedies_reach_the_config_with_their_types():
