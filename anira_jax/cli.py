@@ -3,6 +3,7 @@ import ast
 import difflib
 import importlib.util
 import os
+import signal
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -10,12 +11,18 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 EXIT_USAGE = 2
+EXIT_REQUEUE = 75   # os.EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; rerun to resume
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: Ctrl-C where nothing could be saved
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # holds configs/
 DEFAULTS = "anira_jax/config.py"   # where every config key and its default is defined
 
 
 class UserError(Exception):
   """Something the user can fix; its message says what and how."""
+
+
+class Stopped(Exception):
+  """Training stopped by a signal after saving a checkpoint: the same command resumes it."""
 
 
 def fail(message: str) -> NoReturn:
@@ -130,13 +137,23 @@ def config_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[s
 
 def run(main: Callable[[list[str]], None],
         flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
-  """app.run, but a UserError from `main` becomes one line on stderr and exit 2."""
+  """app.run, but a UserError from `main` becomes one line on stderr and exit 2, a stop by a
+  signal exit EXIT_REQUEUE, and Ctrl-C outside training exit EXIT_INTERRUPTED (no traceback)."""
   def guarded(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # keep library chatter (orbax) off the console
     try:
       main(argv)
     except UserError as e:
       fail(one_line(e))
+    except Stopped as e:
+      for signum in (signal.SIGTERM, signal.SIGINT):   # saved: a late signal must not cut the exit
+        signal.signal(signum, signal.SIG_IGN)
+      if str(e):
+        print(f"stopped: {one_line(e)}", file=sys.stderr)
+      sys.exit(EXIT_REQUEUE)
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr)
+      sys.exit(EXIT_INTERRUPTED)
   if flags_parser is None:
     def flags_parser(argv: list[str]) -> list[str]:
       try:

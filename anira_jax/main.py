@@ -1,6 +1,10 @@
 """Trains and evaluates one configuration.
 
 python -m anira_jax.main --config=configs/sorting.py[:variant] [--config.x.y=v] [--workdir=DIR]
+
+Exit status: 0 done, 2 bad input (one line on stderr), 75 (EX_TEMPFAIL) stopped by SIGTERM or
+Ctrl-C after saving a checkpoint (rerun the same command to resume; launch/slurm_gpu.sbatch
+requeues on it), 130 a second Ctrl-C, which exits at once without saving.
 """
 import os
 
@@ -18,7 +22,8 @@ def main(argv: list[str]) -> None:
   cfg = _CONFIG.value
   parallel.initialize(cfg.parallel)
   workdir = _WORKDIR.value or os.path.join("runs", f"{cli.config_stem()}_{cfg.model.variant}")
-  train.train_and_evaluate(cfg, workdir)
+  if not train.train_and_evaluate(cfg, workdir):
+    raise cli.Stopped()   # a signal stopped it after a checkpoint: exit for a requeue
   print(workdir)
 
 

@@ -41,6 +41,6 @@ def train_unless_done(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   if result is None:
     os.makedirs(workdir, exist_ok=True)
     if not train.train_and_evaluate(cfg, workdir):
-      raise cli.UserError(f"training in {workdir} was stopped; rerun the same command to resume")
+      raise cli.Stopped(f"training in {workdir} was stopped; rerun the same command to resume")
     result = finished_eval(workdir, cfg.train.steps)
   return result

@@ -1,8 +1,11 @@
 """cli.py: the one-line answers shared by every entry point."""
+import subprocess
+import sys
+
 import pytest
 
 from anira_jax import cli
-from conftest import _config_module
+from conftest import REPO, _config_module, child_env
 
 
 def test_unknown_key_names_the_closest_key_and_where_the_defaults_live():
@@ -22,3 +25,18 @@ def test_unknown_key_without_a_close_match_still_says_where_the_keys_are():
 def test_config_keys_lists_nested_keys():
   keys = cli.config_keys(_config_module().get_config("anira_o"))
   assert {"seed", "model", "model.k_max", "train.steps", "task.options.num_values"} <= set(keys)
+
+
+@pytest.mark.parametrize("raised,status,stderr", [
+    ("cli.UserError('bad input')", cli.EXIT_USAGE, "error: bad input\n"),
+    ("cli.Stopped('rerun to resume')", cli.EXIT_REQUEUE, "stopped: rerun to resume\n"),
+    ("KeyboardInterrupt()", cli.EXIT_INTERRUPTED, "interrupted\n"),
+])
+def test_run_answers_in_one_line_with_its_exit_status(raised, status, stderr):
+  program = ("from anira_jax import cli\n"
+             "def main(argv):\n"
+             f"  raise {raised}\n"
+             "cli.run(main)\n")
+  proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=child_env(),
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert (proc.returncode, proc.stderr) == (status, stderr)

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from anira_jax import ablation, reproduce, runs, sweep
+from anira_jax import ablation, cli, reproduce, runs, sweep, train
 from anira_jax.cli import UserError
 
 
@@ -52,6 +52,12 @@ def test_train_unless_done_skips_a_finished_run(tmp_path, trained_run):
   assert sweep.train_unless_done(cfg, str(workdir)) == json.loads(
       (workdir / "eval.json").read_text())
   assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+
+
+def test_train_unless_done_reports_a_stopped_run_for_a_requeue(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, "train_and_evaluate", lambda cfg, workdir: {})   # as after SIGTERM
+  with pytest.raises(cli.Stopped, match="was stopped; rerun the same command to resume"):
+    sweep.train_unless_done(sweep.config_for("sorting", "anira_o", 0), str(tmp_path / "run"))
 
 
 def test_train_unless_done_refuses_another_config(tmp_path, trained_run):
