@@ -106,6 +106,15 @@ def agreed_stop(local_signal: int | None) -> int:
   return int(multihost_utils.process_allgather(np.int32(local_signal or 0)).max())
 
 
+def _finite(tree) -> bool:
+  return all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
+
+
+def _diverged(what: str, step: int, last_good: int | None) -> UserError:
+  return UserError(f"{what} at step {step}; training stopped, the last good checkpoint (step "
+                   f"{last_good}) is kept; lower train.learning_rate or halting.penalty_weight")
+
+
 def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
   if cfg.train.batch_size % n:
     raise config_lib.ConfigError(
@@ -164,9 +173,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       done = step + 1
       loss = float(out["mean"]["loss"])
       if not math.isfinite(loss):
-        raise UserError(f"loss became {loss} at step {done}; training stopped, the last good "
-                        f"checkpoint (step {mngr.latest_step()}) is kept; lower "
-                        "train.learning_rate or halting.penalty_weight")
+        raise _diverged(f"loss became {loss}", done, mngr.latest_step())
       bar.update(1)
       stopping = agreed_stop(stop["signal"])
       if done % cfg.train.log_every == 0 or done == cfg.train.steps:
@@ -179,7 +186,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         if cfg.model.variant in model.ADAPTIVE and (warning := monitor(done, metrics)):
           say(warning)
       if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stopping:
-        checkpoint.save(mngr, done, parallel.get_state(state))
+        host = parallel.get_state(state)
+        if not _finite(host):   # the update after a finite loss can still overflow
+          raise _diverged("the parameters or optimizer state became non-finite", done,
+                          mngr.latest_step())
+        checkpoint.save(mngr, done, host)
       if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
         evaluate.write(workdir, done, *evaluate.evaluate(
             cfg, task, parallel.get_state(state)["params"], predict, eval_sets))
