@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from anira_jax import cli, runs, train
+from anira_jax import cli, config as config_lib, runs, train
 
 
 def config_for(task: str, variant: str, seed: int,
@@ -33,10 +33,12 @@ def finished_eval(workdir: str, steps: int) -> dict | None:
 
 def train_unless_done(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """eval.json of the finished run of cfg in workdir, training or resuming it first if needed."""
-  if os.path.isfile(os.path.join(workdir, "config.json")) and (
-      json.loads(runs.load_config(workdir).to_json()) != json.loads(cfg.to_json())):
-    raise cli.UserError(f"{workdir} holds a run of another config; remove it or choose "
-                        "another output directory")
+  if os.path.isfile(os.path.join(workdir, "config.json")):
+    _, changed = config_lib.resume(runs.load_config(workdir), cfg)
+    if changed:
+      raise cli.UserError(f"{workdir} holds a run of another config (it differs in "
+                          f"{', '.join(key for key, _, _ in changed)}); remove it or choose "
+                          "another output directory")
   result = finished_eval(workdir, cfg.train.steps)
   if result is None:
     os.makedirs(workdir, exist_ok=True)

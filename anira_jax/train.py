@@ -115,6 +115,29 @@ def _diverged(what: str, step: int, last_good: int | None) -> UserError:
                    f"{last_good}) is kept; lower train.learning_rate or halting.penalty_weight")
 
 
+def resume_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """cfg as it starts, or resumes, the run in workdir: train.schedule_steps resolved (a resumed
+  run keeps its schedule); a UserError naming every changed field a resumed run may not change."""
+  if not (os.path.isfile(os.path.join(workdir, "config.json")) and
+          checkpoint.manager(workdir, create=False).latest_step() is not None):
+    return config_lib.with_schedule(cfg)
+  cfg, changed = config_lib.resume(runs.load_config(workdir), cfg)
+  refused = [f"{key} {json.dumps(saved)} -> {json.dumps(new)}" for key, saved, new in changed
+             if not config_lib.resumable(key)]
+  if refused:
+    raise UserError(f"cannot resume {workdir}: its run was trained with another config "
+                    f"({', '.join(refused)}); train this config in a new --workdir, or resume "
+                    "with the saved values")
+  return cfg
+
+
+def _scheduled(t: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.train as optimizer.make reads it: the LR schedule runs over train.schedule_steps."""
+  t = t.copy_and_resolve_references()
+  t.steps = t.schedule_steps
+  return t
+
+
 def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
   if cfg.train.batch_size % n:
     raise config_lib.ConfigError(
@@ -140,9 +163,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                         devices: list[jax.Device] | None, stop: dict) -> dict:
   task = config_lib.validate(cfg)
-  opt = optimizer.make(cfg.train)
+  devices = jax.devices() if devices is None else devices
+  _check_devices(cfg, len(devices))
+  cfg = resume_config(cfg, workdir)
+  opt = optimizer.make(_scheduled(cfg.train))
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train_step(cfg, opt, st, b), devices)
-  _check_devices(cfg, len(parallel.devices))
   mngr = checkpoint.manager(workdir)
   host_state = optimizer.init_state(cfg, task)
   restored = checkpoint.restore(mngr, host_state)

@@ -137,6 +137,62 @@ def test_one_process_stops_for_its_own_signal():
   assert train.agreed_stop(signal.SIGTERM) == signal.SIGTERM
 
 
+def _snapshot(root: pathlib.Path) -> dict:
+  return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_a_changed_model_or_seed_naming_each_field(tmp_path, trained_run):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_run("anira_o"), workdir)
+  before = _snapshot(workdir)
+  cfg = tiny_config("anira_o", model__k_max=3, seed=1, train__steps=40)
+  with pytest.raises(cli.UserError) as e:
+    train.train_and_evaluate(cfg, str(workdir))
+  assert str(e.value) == (
+      f"cannot resume {workdir}: its run was trained with another config (model.k_max 4 -> 3, "
+      "seed 0 -> 1); train this config in a new --workdir, or resume with the saved values")
+  assert _snapshot(workdir) == before
+
+
+def test_resume_accepts_new_steps_cadence_and_evaluation(tmp_path, trained_run):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_run("anira_o"), workdir)
+  cfg = tiny_config("anira_o", train__steps=32, train__log_every=2, train__checkpoint_every=2,
+                    eval__examples=8, task__eval_sizes=(2, 4, 8), parallel__mode="pmap")
+  result = train.train_and_evaluate(cfg, str(workdir))
+  assert set(result["sizes"]) == {"2", "4", "8"} and read_eval(workdir)["step"] == 32
+  saved = json.loads((workdir / "config.json").read_text())
+  assert (saved["train"]["steps"], saved["train"]["schedule_steps"]) == (32, 30)
+
+
+def test_extending_a_run_keeps_its_schedule(tmp_path):
+  """Past the warm-up the schedule matters: 20 steps then 40 equals 40 steps with
+  train.schedule_steps=20, and differs from a fresh 40-step run."""
+  extended, fixed, fresh = (tmp_path / name for name in ("extended", "fixed", "fresh"))
+  short = dict(train__warmup_steps=5, train__checkpoint_every=10)
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=20, **short), str(extended))
+  cfg40 = tiny_config("anira_o", train__steps=40, **short)
+  train.train_and_evaluate(cfg40, str(extended))
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=40, train__schedule_steps=20,
+                                       **short), str(fixed))
+  train.train_and_evaluate(cfg40, str(fresh))
+  tree_equal(_final_state(extended, cfg40), _final_state(fixed, cfg40))
+  assert not np.array_equal(_final_state(extended, cfg40)["params"]["embed"]["embedding"],
+                            _final_state(fresh, cfg40)["params"]["embed"]["embedding"])
+
+
+def test_restore_with_other_shapes_names_them_and_keeps_the_checkpoint(trained_run):
+  workdir = trained_run("anira_o")
+  cfg = tiny_config("anira_o", model__d_model=32)
+  like = jax.eval_shape(lambda: optimizer.init_state(cfg, config_lib.validate(cfg)))
+  with pytest.raises(cli.UserError) as e:
+    checkpoint.restore(checkpoint.manager(str(workdir), create=False), like)
+  message = str(e.value)
+  assert f"checkpoint {workdir}/checkpoints/30 holds a train state of other shapes (" in message
+  assert "saved (" in message and ", this config (" in message and "new --workdir" in message
+  assert "delete" not in message
+
+
 def _corrupt(files, how):
   for path in files:
     if how == "truncate":
