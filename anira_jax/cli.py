@@ -1,7 +1,9 @@
 """Command-line plumbing shared by every entry point: bad input gives one line and exit 2."""
 import ast
 import difflib
+import hashlib
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -179,3 +181,15 @@ def file_stem(path: str) -> str:
 def config_stem(config_flag_name: str = "config") -> str:
   """`sorting` for --config=configs/sorting.py:anira_e."""
   return file_stem(config_flags.get_config_filename(flags.FLAGS[config_flag_name]))
+
+
+def default_workdir(stem: str, variant: str, overrides: dict) -> str:
+  """runs/<config>_<variant>, plus a short hash of the --config.<key> overrides when there are any
+  (parallel.* aside: where a run executes does not change it), so that runs of other overrides
+  never share a directory."""
+  kept = {k: v for k, v in overrides.items() if not k.startswith("parallel.")}
+  name = f"{stem}_{variant}"
+  if kept:
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    name += f"_{digest[:8]}"
+  return os.path.join("runs", name)

@@ -40,3 +40,15 @@ def test_run_answers_in_one_line_with_its_exit_status(raised, status, stderr):
   proc = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=child_env(),
                         capture_output=True, text=True, timeout=120, check=False)
   assert (proc.returncode, proc.stderr) == (status, stderr)
+
+
+def test_default_workdir_names_overrides_apart_from_where_the_run_executes():
+  assert cli.default_workdir("sorting", "anira_o", {}) == "runs/sorting_anira_o"
+  k4 = cli.default_workdir("sorting", "anira_o", {"model.k_max": 4, "train.steps": 300})
+  assert k4.startswith("runs/sorting_anira_o_") and len(k4) == len("runs/sorting_anira_o_") + 8
+  assert k4 == cli.default_workdir("sorting", "anira_o", {
+      "train.steps": 300, "model.k_max": 4, "parallel.process_id": 1,
+      "parallel.distributed": "explicit"})
+  assert k4 != cli.default_workdir("sorting", "anira_o", {"model.k_max": 3, "train.steps": 300})
+  assert cli.default_workdir("sorting", "anira_o", {"parallel.mode": "pmap"}) == (
+      "runs/sorting_anira_o")
