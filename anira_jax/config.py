@@ -1,6 +1,6 @@
 """Default configuration and its validation. Files in configs/ start from `default(...)`."""
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -180,9 +180,16 @@ def resume(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict
   when 0), and (field, saved value, new value) of every field where the two differ."""
   saved = with_schedule(saved)
   new = with_schedule(new, saved.train.schedule_steps)
-  a, b = _leaves(json.loads(saved.to_json())), _leaves(json.loads(new.to_json()))
-  return new, [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+  return new, differences(saved, new)
 
 
-def resumable(field: str) -> bool:
-  return any(field == f or (f.endswith(".") and field.startswith(f)) for f in RESUMABLE)
+def differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict
+                ) -> list[tuple[str, Any, Any]]:
+  """(field, value in a, value in b) of every field where configs a and b differ, in key order."""
+  a, b = _leaves(json.loads(a.to_json())), _leaves(json.loads(b.to_json()))
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def covered(field: str, fields: Sequence[str] = RESUMABLE) -> bool:
+  """Whether `field` is one of `fields` (an entry ending in "." covers a section)."""
+  return any(field == f or (f.endswith(".") and field.startswith(f)) for f in fields)

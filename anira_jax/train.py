@@ -123,7 +123,7 @@ def resume_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collection
     return config_lib.with_schedule(cfg)
   cfg, changed = config_lib.resume(runs.load_config(workdir), cfg)
   refused = [f"{key} {json.dumps(saved)} -> {json.dumps(new)}" for key, saved, new in changed
-             if not config_lib.resumable(key)]
+             if not config_lib.covered(key)]
   if refused:
     raise UserError(f"cannot resume {workdir}: its run was trained with another config "
                     f"({', '.join(refused)}); train this config in a new --workdir, or resume "
