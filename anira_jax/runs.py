@@ -11,6 +11,7 @@ import numpy as np
 
 from anira_jax import checkpoint, config as config_lib, model, optimizer, recurrence, tasks
 from anira_jax.cli import UserError
+from anira_jax.tasks.base import PAD
 
 Predict = Callable[[model.Params, jax.Array], dict]
 
@@ -48,6 +49,10 @@ class Run:
     if bad.size:
       raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, "
                        f"{self.task.vocab_size}) of task {self.task.name!r}")
+    row, col = np.nonzero((inputs[:, :-1] == PAD) & (inputs[:, 1:] != PAD))
+    if row.size:   # attention has no key-padding mask: only trailing PAD leaves tokens unchanged
+      raise ValueError(f"row {int(row[0])} has PAD (id {PAD}) at position "
+                       f"{int(col[0])} before a token; pad rows at the end only (right-padding)")
     if mode not in self._predictors:
       raise ValueError(f"mode must be one of {', '.join(self._predictors)}, got {mode!r}")
     out = self._predictors[mode](self.params, inputs.astype(np.int32))
