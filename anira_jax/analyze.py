@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import sys
+import zipfile
 
 from absl import flags
 import jax
@@ -60,9 +61,13 @@ def load(workdir: str) -> dict:
     raise cli.UserError(f"{workdir} is missing {' and '.join(missing)}; write "
                         f"{'them' if len(missing) > 1 else 'it'} with "
                         f"python -m anira_jax.evaluate --workdir={workdir}")
-  with open(os.path.join(workdir, "eval.json")) as f:
-    result = json.load(f)
-  records = evaluate.load_records(workdir)
+  rewrite = f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}"
+  result = cli.read_json(os.path.join(workdir, "eval.json"), rewrite)
+  try:
+    records = evaluate.load_records(workdir)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise cli.UserError(f"cannot read {workdir}/tokens.npz ({type(e).__name__}); "
+                        f"{rewrite}") from None
   if not records["in_distribution"].any():
     raise cli.UserError(f"{workdir} has no evaluation size within task.train_sizes, where "
                         "alignment is measured; add one to task.eval_sizes and re-evaluate")

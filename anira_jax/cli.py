@@ -43,13 +43,35 @@ def config_path(task: str) -> str:
 
 
 def load_config_file(path: str, arg: str = ""):
-  """get_config(arg) of a config file, as `--config=path:arg` would give it."""
+  """get_config(arg) of a config file, as `--config=path:arg` would give it; a one-line UserError
+  when the file is missing, not Python, or fails to load."""
+  if os.path.isdir(path):
+    raise UserError(f"config file {path} is a directory; give a file such as configs/sorting.py")
   if not os.path.isfile(path):
-    raise UserError(f"config file not found: {path}")
+    raise UserError(f"config file not found: {path} (relative to {os.getcwd()}; the "
+                    f"repository's configs are in {os.path.join(REPO, 'configs')})")
   module_spec = importlib.util.spec_from_file_location("_anira_config", path)
+  if module_spec is None:
+    raise UserError(f"config file {path} is not a Python file (.py)")
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"config file {path} could not be loaded ({type(e).__name__}: "
+                    f"{one_line(e)})") from None
+
+
+def read_json(path: str, remedy: str):
+  """The JSON content of a file; a one-line UserError ending in `remedy` when it cannot be read
+  or is not JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:   # ValueError: not JSON, or not UTF-8
+    raise UserError(f"cannot read {path} ({type(e).__name__}: {one_line(e)}); {remedy}") from None
 
 
 def _has_key(config, key: str) -> bool:
@@ -106,10 +128,6 @@ def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if spec is None:
     return "missing --config=configs/<task>.py[:variant]"
-  path = spec.partition(":")[0]
-  if not os.path.isfile(path):
-    return (f"config file not found: {path} (relative to {os.getcwd()}; the repository's configs "
-            f"are in {os.path.join(REPO, 'configs')})")
   try:
     base = _load_base(spec)
   except Exception as e:  # pylint: disable=broad-except
@@ -139,13 +157,14 @@ def config_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[s
 
 def run(main: Callable[[list[str]], None],
         flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
-  """app.run, but a UserError from `main` becomes one line on stderr and exit 2, a stop by a
-  signal exit EXIT_REQUEUE, and Ctrl-C outside training exit EXIT_INTERRUPTED (no traceback)."""
+  """app.run, but a UserError or OSError from `main` becomes one line on stderr and exit 2, a
+  stop by a signal exit EXIT_REQUEUE, and Ctrl-C outside training exit EXIT_INTERRUPTED (no
+  traceback)."""
   def guarded(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # keep library chatter (orbax) off the console
     try:
       main(argv)
-    except UserError as e:
+    except (UserError, OSError) as e:   # OSError: a path of the wrong kind, a full disk
       fail(one_line(e))
     except Stopped as e:
       for signum in (signal.SIGTERM, signal.SIGINT):   # saved: a late signal must not cut the exit

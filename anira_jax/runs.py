@@ -1,7 +1,6 @@
 """Trained runs for users: `load_run(workdir).predict(inputs, mode="while"|"compact"|"scan")`."""
 import dataclasses
 import functools
-import json
 import os
 from typing import Callable
 
@@ -9,7 +8,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from anira_jax import checkpoint, config as config_lib, model, optimizer, recurrence, tasks
+from anira_jax import (checkpoint, cli, config as config_lib, model, optimizer, recurrence,
+                       tasks)
 from anira_jax.cli import UserError
 from anira_jax.tasks.base import PAD
 
@@ -64,11 +64,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise UserError(f"no run in {workdir!r} (missing config.json); train one with "
                     "python -m anira_jax.main --config=configs/<task>.py --workdir=DIR")
-  with open(path) as f:
-    saved = json.load(f)
-  # Options added after the run was trained take their default values.
-  cfg = config_lib.default(saved["task"]["name"], saved["model"]["variant"])
-  cfg.update(saved)
+  remedy = "it is not a run's config: restore it, or train in a new --workdir"
+  saved = cli.read_json(path, remedy)
+  try:   # options added after the run was trained take their default values
+    cfg = config_lib.default(saved["task"]["name"], saved["model"]["variant"])
+    cfg.update(saved)
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({type(e).__name__}: {cli.one_line(e)}); "
+                    f"{remedy}") from None
   return cfg
 
 

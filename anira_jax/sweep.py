@@ -26,9 +26,12 @@ def finished_eval(workdir: str, steps: int) -> dict | None:
   path = os.path.join(workdir, "eval.json")
   if not (os.path.isfile(path) and os.path.isfile(os.path.join(workdir, "tokens.npz"))):
     return None
-  with open(path) as f:
-    result = json.load(f)
-  return result if result["step"] == steps else None
+  try:
+    with open(path) as f:
+      result = json.load(f)
+  except (OSError, ValueError):   # unreadable: training then finds the run finished, rewrites it
+    return None
+  return result if isinstance(result, dict) and result.get("step") == steps else None
 
 
 def train_unless_done(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
