@@ -183,6 +183,9 @@ def markdown(table: dict, full: dict, reference: dict, default: str | None, comm
 
 def main(argv: list[str]) -> None:
   del argv
+  if os.path.isdir(_OUT.value) or not os.path.isdir(os.path.dirname(_OUT.value) or "."):
+    raise cli.UserError(f"--out={_OUT.value} must be a file in an existing directory (checked "
+                        "before training, since the report is written last)")
   unknown = set(_REMEDIES.value) - set(REMEDIES)
   if unknown:
     raise cli.UserError(f"unknown remedies {sorted(unknown)}; valid: {', '.join(REMEDIES)}")

@@ -15,12 +15,39 @@ import os
 import platform
 import shlex
 import sys
+import zipfile
 
 from absl import flags
 import jax
 import numpy as np
 
-from anira_jax import analysis, cli, evaluate, model, plots, runs, tasks
+from anira_jax import (analysis, checkpoint, cli, config as config_lib, evaluate, model, plots,
+                       runs, tasks)
+
+# Runs of one (task, variant) are pooled over seeds; they may differ in these fields too.
+POOLED = ("seed", "train.log_every", "train.eval_every", "train.checkpoint_every", "parallel.")
+
+
+def check_runs(groups: dict[str, list[dict]]) -> None:
+  """Refuses a group whose runs' configs differ in more than POOLED, in one line naming the
+  fields, values and workdirs; warns on stderr about a run whose eval.json is older than its
+  latest checkpoint."""
+  for key, group in groups.items():
+    first = group[0]
+    for run in group[1:]:
+      changed = config_lib.differences(config_lib.with_schedule(first["config"]),
+                                       config_lib.with_schedule(run["config"]))
+      fields = [f"{k} {a!r} vs {b!r}" for k, a, b in changed if not config_lib.covered(k, POOLED)]
+      if fields:
+        raise cli.UserError(f"runs of {key} differ in more than the seed, so they are not pooled: "
+                            f"{first['workdir']} vs {run['workdir']}: {', '.join(fields)}; "
+                            "analyse them in separate commands")
+    for run in group:
+      latest = checkpoint.manager(run["workdir"], create=False).latest_step()
+      if latest is not None and latest > run["eval"]["step"]:
+        print(f"warning: {run['workdir']}/eval.json is of step {run['eval']['step']}, its latest "
+              f"checkpoint of step {latest}; python -m anira_jax.evaluate "
+              f"--workdir={run['workdir']} updates it", file=sys.stderr)
 
 
 def load(workdir: str) -> dict:
@@ -34,9 +61,13 @@ def load(workdir: str) -> dict:
     raise cli.UserError(f"{workdir} is missing {' and '.join(missing)}; write "
                         f"{'them' if len(missing) > 1 else 'it'} with "
                         f"python -m anira_jax.evaluate --workdir={workdir}")
-  with open(os.path.join(workdir, "eval.json")) as f:
-    result = json.load(f)
-  records = evaluate.load_records(workdir)
+  rewrite = f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}"
+  result = cli.read_json(os.path.join(workdir, "eval.json"), rewrite)
+  try:
+    records = evaluate.load_records(workdir)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise cli.UserError(f"cannot read {workdir}/tokens.npz ({type(e).__name__}); "
+                        f"{rewrite}") from None
   if not records["in_distribution"].any():
     raise cli.UserError(f"{workdir} has no evaluation size within task.train_sizes, where "
                         "alignment is measured; add one to task.eval_sizes and re-evaluate")
@@ -160,6 +191,7 @@ def analyze(workdirs: list[str], resamples: int = 200) -> dict:
   for workdir in workdirs:
     run = load(workdir)
     groups.setdefault(f"{run['config'].task.name}/{label(run['config'])}", []).append(run)
+  check_runs(groups)
   return {"groups": {key: group_summary(group, resamples)
                      for key, group in sorted(groups.items())}}
 

@@ -1,7 +1,11 @@
 """Command-line plumbing shared by every entry point: bad input gives one line and exit 2."""
 import ast
+import difflib
+import hashlib
 import importlib.util
+import json
 import os
+import signal
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -9,10 +13,18 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 EXIT_USAGE = 2
+EXIT_REQUEUE = 75   # os.EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; rerun to resume
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: Ctrl-C where nothing could be saved
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # holds configs/
+DEFAULTS = "anira_jax/config.py"   # where every config key and its default is defined
 
 
 class UserError(Exception):
   """Something the user can fix; its message says what and how."""
+
+
+class Stopped(Exception):
+  """Training stopped by a signal after saving a checkpoint: the same command resumes it."""
 
 
 def fail(message: str) -> NoReturn:
@@ -25,26 +37,77 @@ def one_line(error: BaseException) -> str:
   return lines[-1] if lines else type(error).__name__
 
 
+def config_path(task: str) -> str:
+  """The repository's config file of a task, whatever the current directory."""
+  return os.path.join(REPO, "configs", f"{task}.py")
+
+
 def load_config_file(path: str, arg: str = ""):
-  """get_config(arg) of a config file, as `--config=path:arg` would give it."""
+  """get_config(arg) of a config file, as `--config=path:arg` would give it; a one-line UserError
+  when the file is missing, not Python, or fails to load."""
+  if os.path.isdir(path):
+    raise UserError(f"config file {path} is a directory; give a file such as configs/sorting.py")
   if not os.path.isfile(path):
-    raise UserError(f"config file not found: {path}")
+    raise UserError(f"config file not found: {path} (relative to {os.getcwd()}; the "
+                    f"repository's configs are in {os.path.join(REPO, 'configs')})")
   module_spec = importlib.util.spec_from_file_location("_anira_config", path)
+  if module_spec is None:
+    raise UserError(f"config file {path} is not a Python file (.py)")
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"config file {path} could not be loaded ({type(e).__name__}: "
+                    f"{one_line(e)})") from None
+
+
+def read_json(path: str, remedy: str):
+  """The JSON content of a file; a one-line UserError ending in `remedy` when it cannot be read
+  or is not JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:   # ValueError: not JSON, or not UTF-8
+    raise UserError(f"cannot read {path} ({type(e).__name__}: {one_line(e)}); {remedy}") from None
+
+
+def _has_key(config, key: str) -> bool:
+  for part in key.split("."):
+    if not hasattr(config, "keys") or part not in config:
+      return False
+    config = config[part]
+  return True
+
+
+def config_keys(config, prefix: str = "") -> list[str]:
+  """Every dotted key of a (nested) config, leaves and sub-configs alike."""
+  keys = []
+  for name in config.keys():
+    keys.append(prefix + name)
+    if hasattr(config[name], "keys"):
+      keys += config_keys(config[name], f"{prefix}{name}.")
+  return keys
+
+
+def unknown_key(config, key: str) -> str:
+  """The one-line message for a key `config` does not have: the closest valid key, and where the
+  valid keys are."""
+  close = difflib.get_close_matches(key, config_keys(config), n=1)
+  hint = f"; did you mean {close[0]!r}?" if close else ""
+  return f"unknown config key {key!r}{hint} (valid keys and their defaults: {DEFAULTS})"
 
 
 def override(config, key: str, text: str) -> None:
   """Sets config.<key> from text, like --config.<key>=<text> (Python literal, else a string)."""
+  if not _has_key(config, key):
+    raise UserError(unknown_key(config, key))
   *parents, leaf = key.split(".")
   node = config
   for part in parents:
-    if not hasattr(node, "keys") or part not in node:
-      raise UserError(f"unknown config key {key!r}")
     node = node[part]
-  if not hasattr(node, "keys") or leaf not in node:
-    raise UserError(f"unknown config key {key!r}")
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -60,22 +123,11 @@ def _load_base(spec: str):
   return load_config_file(path, arg)
 
 
-def _has_key(config, key: str) -> bool:
-  for part in key.split("."):
-    if not hasattr(config, "keys") or part not in config:
-      return False
-    config = config[part]
-  return True
-
-
 def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
   """One line explaining why --config, or one of its --config.key=value overrides, did not load."""
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if spec is None:
     return "missing --config=configs/<task>.py[:variant]"
-  path = spec.partition(":")[0]
-  if not os.path.isfile(path):
-    return f"config file not found: {path} (run from the repository root or give a full path)"
   try:
     base = _load_base(spec)
   except Exception as e:  # pylint: disable=broad-except
@@ -84,7 +136,7 @@ def diagnose_config(argv: Sequence[str], error: BaseException) -> str:
     if arg.startswith("--config.") and "=" in arg:
       key = arg[len("--config."):].split("=", 1)[0]
       if not _has_key(base, key):
-        return f"unknown config key {key!r} (from {arg}); valid keys are in {path}"
+        return unknown_key(base, key)
   return one_line(error)
 
 
@@ -105,13 +157,24 @@ def config_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[s
 
 def run(main: Callable[[list[str]], None],
         flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
-  """app.run, but a UserError from `main` becomes one line on stderr and exit 2."""
+  """app.run, but a UserError or OSError from `main` becomes one line on stderr and exit 2, a
+  stop by a signal exit EXIT_REQUEUE, and Ctrl-C outside training exit EXIT_INTERRUPTED (no
+  traceback)."""
   def guarded(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # keep library chatter (orbax) off the console
     try:
       main(argv)
-    except UserError as e:
+    except (UserError, OSError) as e:   # OSError: a path of the wrong kind, a full disk
       fail(one_line(e))
+    except Stopped as e:
+      for signum in (signal.SIGTERM, signal.SIGINT):   # saved: a late signal must not cut the exit
+        signal.signal(signum, signal.SIG_IGN)
+      if str(e):
+        print(f"stopped: {one_line(e)}", file=sys.stderr)
+      sys.exit(EXIT_REQUEUE)
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr)
+      sys.exit(EXIT_INTERRUPTED)
   if flags_parser is None:
     def flags_parser(argv: list[str]) -> list[str]:
       try:
@@ -137,3 +200,15 @@ def file_stem(path: str) -> str:
 def config_stem(config_flag_name: str = "config") -> str:
   """`sorting` for --config=configs/sorting.py:anira_e."""
   return file_stem(config_flags.get_config_filename(flags.FLAGS[config_flag_name]))
+
+
+def default_workdir(stem: str, variant: str, overrides: dict) -> str:
+  """runs/<config>_<variant>, plus a short hash of the --config.<key> overrides when there are any
+  (parallel.* aside: where a run executes does not change it), so that runs of other overrides
+  never share a directory."""
+  kept = {k: v for k, v in overrides.items() if not k.startswith("parallel.")}
+  name = f"{stem}_{variant}"
+  if kept:
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    name += f"_{digest[:8]}"
+  return os.path.join("runs", name)

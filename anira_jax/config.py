@@ -1,4 +1,7 @@
 """Default configuration and its validation. Files in configs/ start from `default(...)`."""
+import json
+from typing import Any, Sequence
+
 import ml_collections
 
 from anira_jax import cli, halting, recurrence, tasks
@@ -9,6 +12,11 @@ DISTRIBUTED = ("off", "auto", "explicit")
 POSITIONS = ("rope", "none")
 OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
+# Fields a resumed run may change (a prefix ending in "." covers a section): how long it trains,
+# how often it logs, evaluates and saves, how it is evaluated, and how it is spread over devices.
+# Any other change (model, task, halting, optimisation, seed) makes another run.
+RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+             "task.eval_sizes", "eval.", "parallel.")
 
 
 class ConfigError(cli.UserError, ValueError):
@@ -58,6 +66,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
+  c.train.schedule_steps = 0        # LR schedule length; 0: train.steps of the run's first start
   c.train.batch_size = 64
   c.train.learning_rate = 1e-3
   c.train.warmup_steps = 100
@@ -139,6 +148,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(0.0 < h.prior_lambda < 1.0, "halting.prior_lambda must be in (0, 1)")
   t = c.train
   _check(t.steps >= 0, f"train.steps must be >= 0, got {t.steps}")
+  _check(t.schedule_steps >= 0,
+         f"train.schedule_steps must be >= 0 (0: train.steps), got {t.schedule_steps}")
   _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
   for every in ("log_every", "eval_every", "checkpoint_every"):
     _check(t[every] > 0, f"train.{every} must be positive, got {t[every]}")
@@ -152,3 +163,40 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(c.parallel.mode in PARALLEL_MODES,
          f"parallel.mode must be one of {', '.join(PARALLEL_MODES)}, got {c.parallel.mode!r}")
   return task
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    out.update(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict)
+               else {prefix + key: value})
+  return out
+
+
+def with_schedule(c: ml_collections.ConfigDict, inherited: int = 0) -> ml_collections.ConfigDict:
+  """A copy of c with train.schedule_steps resolved: its own if set, else `inherited` (the saved
+  run's), else c.train.steps."""
+  c = c.copy_and_resolve_references()
+  c.train.schedule_steps = c.train.schedule_steps or inherited or c.train.steps
+  return c
+
+
+def resume(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+           ) -> tuple[ml_collections.ConfigDict, list[tuple[str, Any, Any]]]:
+  """`new` as it continues the run saved with config `saved` (train.schedule_steps inherited
+  when 0), and (field, saved value, new value) of every field where the two differ."""
+  saved = with_schedule(saved)
+  new = with_schedule(new, saved.train.schedule_steps)
+  return new, differences(saved, new)
+
+
+def differences(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict
+                ) -> list[tuple[str, Any, Any]]:
+  """(field, value in a, value in b) of every field where configs a and b differ, in key order."""
+  a, b = _leaves(json.loads(a.to_json())), _leaves(json.loads(b.to_json()))
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def covered(field: str, fields: Sequence[str] = RESUMABLE) -> bool:
+  """Whether `field` is one of `fields` (an entry ending in "." covers a section)."""
+  return any(field == f or (f.endswith(".") and field.startswith(f)) for f in fields)

@@ -25,8 +25,9 @@ def make(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   is switched on (after halting.depth_warmup steps), so its first updates have the size of any
   first Adam update rather than that of moments bias-corrected for steps it never saw."""
   t = cfg.train
+  horizon = t.schedule_steps or t.steps   # train.schedule_steps, resolved on resume (train.py)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1),
+      0.0, t.learning_rate, t.warmup_steps, max(horizon, t.warmup_steps + 1),
       end_value=0.1 * t.learning_rate)
   warmup = cfg.halting.depth_warmup
   halt_adam = optax.conditionally_mask(optax.scale_by_adam(), lambda count: count >= warmup)

@@ -2,7 +2,7 @@
 
 The per-device function sees its slice of the global batch and reduces across the "data" axis
 itself (lax.pmean of gradients); the state is replicated. Multi-process runs feed each process's
-slice of the global batch; only the placement differs between the two modes.
+slice of the global batch (shard_map only: pmap is refused with more than one process).
 """
 from typing import Any, Callable
 
@@ -10,6 +10,8 @@ import jax
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from anira_jax.cli import UserError
 
 AXIS = "data"
 
@@ -28,6 +30,10 @@ class DataParallel:
   def __init__(self, mode: str, per_device_fn: Callable[[Any, Any], tuple[Any, Any]],
                devices: list[jax.Device] | None = None):
     """Runs over `devices` (default: every device of every process)."""
+    if mode == "pmap" and jax.process_count() > 1:
+      raise UserError(f"parallel.mode=pmap runs in one process only (jax.pmap over each "
+                      f"process's devices would average gradients within a process); with "
+                      f"{jax.process_count()} processes use parallel.mode=shard_map")
     self.mode = mode
     self.devices = jax.devices() if devices is None else devices
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]

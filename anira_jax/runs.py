@@ -1,7 +1,6 @@
 """Trained runs for users: `load_run(workdir).predict(inputs, mode="while"|"compact"|"scan")`."""
 import dataclasses
 import functools
-import json
 import os
 from typing import Callable
 
@@ -12,6 +11,7 @@ import numpy as np
 from anira_jax import (checkpoint, config as config_lib, halting, model, optimizer, recurrence,
                        tasks)
 from anira_jax.cli import UserError
+from anira_jax.tasks.base import PAD
 
 Predict = Callable[[model.Params, jax.Array], dict]
 
@@ -54,6 +54,10 @@ class Run:
     if bad.size:
       raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, "
                        f"{self.task.vocab_size}) of task {self.task.name!r}")
+    row, col = np.nonzero((inputs[:, :-1] == PAD) & (inputs[:, 1:] != PAD))
+    if row.size:   # attention has no key-padding mask: only trailing PAD leaves tokens unchanged
+      raise ValueError(f"row {int(row[0])} has PAD (id {PAD}) at position "
+                       f"{int(col[0])} before a token; pad rows at the end only (right-padding)")
     if mode not in recurrence.DRIVERS:
       raise ValueError(f"mode must be one of {', '.join(recurrence.DRIVERS)}, got {mode!r}")
     k_max = self.config.model.k_max
@@ -69,11 +73,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise UserError(f"no run in {workdir!r} (missing config.json); train one with "
                     "python -m anira_jax.main --config=configs/<task>.py --workdir=DIR")
-  with open(path) as f:
-    saved = json.load(f)
-  # Options added after the run was trained take their default values.
-  cfg = config_lib.default(saved["task"]["name"], saved["model"]["variant"])
-  cfg.update(saved)
+  remedy = "it is not a run's config: restore it, or train in a new --workdir"
+  saved = cli.read_json(path, remedy)
+  try:   # options added after the run was trained take their default values
+    cfg = config_lib.default(saved["task"]["name"], saved["model"]["variant"])
+    cfg.update(saved)
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({type(e).__name__}: {cli.one_line(e)}); "
+                    f"{remedy}") from None
   return cfg
 
 

@@ -5,15 +5,17 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
 import tqdm
 
-from anira_jax import (checkpoint, config as config_lib, data, evaluate, halting, losses, model,
-                       optimizer)
+from anira_jax import (checkpoint, cli, config as config_lib, data, evaluate, halting, losses,
+                       model, optimizer, runs)
 from anira_jax.cli import UserError
 from anira_jax.parallel import AXIS, DataParallel
 
@@ -85,6 +87,50 @@ def _append_jsonl(path: str, record: dict, keep_until: int | None = None) -> Non
       f.write(json.dumps(record) + "\n")
 
 
+def stop_handler(stop: dict) -> Callable[[int, object], None]:
+  """A SIGTERM/SIGINT handler recording the first signal in stop["signal"] (training then saves
+  and stops after the current step); a second SIGINT (Ctrl-C) exits at once, without saving."""
+  def handle(signum: int, _frame) -> None:
+    if stop["signal"] is not None and signum == signal.SIGINT:
+      print("second interrupt: exiting now, without saving", file=sys.stderr, flush=True)
+      os._exit(cli.EXIT_INTERRUPTED)  # pylint: disable=protected-access
+    stop["signal"] = stop["signal"] or signum
+  return handle
+
+
+def agreed_stop(local_signal: int | None) -> int:
+  """The signal every process stops for (0: none): the largest received by any process. With
+  several processes it is a collective, so that all of them save the same step and stop."""
+  if jax.process_count() == 1:
+    return local_signal or 0
+  return int(multihost_utils.process_allgather(np.int32(local_signal or 0)).max())
+
+
+def _finite(tree) -> bool:
+  return all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
+
+
+def _diverged(what: str, step: int, last_good: int | None) -> UserError:
+  return UserError(f"{what} at step {step}; training stopped, the last good checkpoint (step "
+                   f"{last_good}) is kept; lower train.learning_rate or halting.penalty_weight")
+
+
+def resume_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """cfg as it starts, or resumes, the run in workdir: train.schedule_steps resolved (a resumed
+  run keeps its schedule); a UserError naming every changed field a resumed run may not change."""
+  if not (os.path.isfile(os.path.join(workdir, "config.json")) and
+          checkpoint.manager(workdir, create=False).latest_step() is not None):
+    return config_lib.with_schedule(cfg)
+  cfg, changed = config_lib.resume(runs.load_config(workdir), cfg)
+  refused = [f"{key} {json.dumps(saved)} -> {json.dumps(new)}" for key, saved, new in changed
+             if not config_lib.covered(key)]
+  if refused:
+    raise UserError(f"cannot resume {workdir}: its run was trained with another config "
+                    f"({', '.join(refused)}); train this config in a new --workdir, or resume "
+                    "with the saved values")
+  return cfg
+
+
 def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
   if cfg.train.batch_size % n:
     raise config_lib.ConfigError(
@@ -96,15 +142,30 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                        devices: list[jax.Device] | None = None) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), evaluates, writes eval.json.
 
-  Runs data-parallel over `devices` (default: all). Returns the evaluation result."""
+  Runs data-parallel over `devices` (default: all). Returns the evaluation result, or {} when
+  SIGTERM or SIGINT stopped training (at the same step on every process) after a checkpoint."""
+  stop = {"signal": None}
+  previous = {s: signal.signal(s, stop_handler(stop)) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    return _train_and_evaluate(cfg, workdir, devices, stop)
+  finally:   # once the run's arrays, steps and checkpoint manager are released
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
+                        devices: list[jax.Device] | None, stop: dict) -> dict:
   task = config_lib.validate(cfg)
+  devices = jax.devices() if devices is None else devices
+  _check_devices(cfg, len(devices))
+  cfg = resume_config(cfg, workdir)
   opt = optimizer.make(cfg)
   parallel = DataParallel(cfg.parallel.mode, lambda st, b: train_step(cfg, opt, st, b), devices)
-  _check_devices(cfg, len(parallel.devices))
   mngr = checkpoint.manager(workdir)
   host_state = optimizer.init_state(cfg, task)
   restored = checkpoint.restore(mngr, host_state)
-  host_state = restored if restored is not None else host_state
+  if restored is not None:   # on the host: each process places its copy (no cross-host transfer)
+    host_state = jax.tree.map(np.asarray, restored)
   start = int(host_state["step"])
   is_main = jax.process_index() == 0
   if is_main:
@@ -118,8 +179,6 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   eval_sets = data.eval_sets(cfg, task)
   rows = parallel.process_slice(cfg.train.batch_size)
 
-  stop = {"signal": None}
-  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
   monitor = CollapseMonitor()
   bar = tqdm.tqdm(total=cfg.train.steps, initial=start, unit="step", dynamic_ncols=True,
                   disable=not (is_main and sys.stdout.isatty()) or bool(os.environ.get("CI")))
@@ -132,10 +191,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       done = step + 1
       loss = float(out["mean"]["loss"])
       if not math.isfinite(loss):
-        raise UserError(f"loss became {loss} at step {done}; training stopped, the last good "
-                        f"checkpoint (step {mngr.latest_step()}) is kept; lower "
-                        "train.learning_rate or halting.penalty_weight")
+        raise _diverged(f"loss became {loss}", done, mngr.latest_step())
       bar.update(1)
+      stopping = agreed_stop(stop["signal"])
       if done % cfg.train.log_every == 0 or done == cfg.train.steps:
         metrics = summarize(out)
         metrics["steps_per_sec"] = (done - last_good) / (time.perf_counter() - tick)
@@ -145,20 +203,23 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         say(_format(done, metrics))
         if cfg.model.variant in model.ADAPTIVE and (warning := monitor(done, metrics)):
           say(warning)
-      if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stop["signal"]:
-        checkpoint.save(mngr, done, parallel.get_state(state))
+      if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stopping:
+        host = parallel.get_state(state)
+        if not _finite(host):   # the update after a finite loss can still overflow
+          raise _diverged("the parameters or optimizer state became non-finite", done,
+                          mngr.latest_step())
+        checkpoint.save(mngr, done, host)
       if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
         params = halting.at_step(parallel.get_state(state)["params"], done,
                                  cfg.halting.depth_warmup)
         evaluate.write(workdir, done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
-      if stop["signal"]:
+      if stopping:
         mngr.wait_until_finished()
-        say(f"stopped by signal {stop['signal']} at step {done}; checkpoint saved, rerun the same "
+        say(f"stopped by signal {stopping} at step {done}; checkpoint saved, rerun the same "
             "command to resume")
         return {}
   finally:
     bar.close()
-    signal.signal(signal.SIGTERM, previous)
     mngr.wait_until_finished()
   final = parallel.get_state(state)
   if start == cfg.train.steps and restored is None:

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from anira_jax import analyze, evaluate
+from anira_jax import analyze, checkpoint, evaluate
 from anira_jax.cli import UserError
 from conftest import run_module, stderr_lines, tiny_config
 
@@ -130,6 +130,34 @@ def test_runs_of_one_group_must_share_sizes():
   other["config"].task.train_sizes = (2, 3)
   with pytest.raises(UserError, match="differ in task.train_sizes"):
     analyze.group_summary([_run("anira_o", 0, FOLLOWS), other])
+
+
+def test_runs_differing_in_more_than_the_seed_are_not_pooled(tmp_path):
+  short = _run("anira_o", 0, FOLLOWS)
+  long = _run("anira_o", 1, FOLLOWS)
+  long["config"].train.steps, long["config"].train.log_every = 60, 7   # log_every may differ
+  workdirs = [_write(tmp_path, short), _write(tmp_path, long)]
+  with pytest.raises(UserError) as e:
+    analyze.analyze(workdirs, resamples=2)
+  assert str(e.value) == (
+      f"runs of sorting/anira_o differ in more than the seed, so they are not pooled: "
+      f"{workdirs[0]} vs {workdirs[1]}: train.schedule_steps 30 vs 60, train.steps 30 vs 60; "
+      "analyse them in separate commands")
+
+
+def test_eval_older_than_the_latest_checkpoint_is_warned_about(tmp_path, capsys):
+  fresh, stale = _run("anira_o", 0, FOLLOWS), _run("anira_o", 1, FOLLOWS)
+  stale["config"].train.log_every = 5
+  workdirs = [_write(tmp_path, fresh), _write(tmp_path, stale)]
+  for workdir, step in zip(workdirs, (30, 40)):
+    mngr = checkpoint.manager(workdir)
+    checkpoint.save(mngr, step, {"x": np.zeros(2)})
+    mngr.wait_until_finished()
+  result = analyze.analyze(workdirs, resamples=2)
+  assert result["groups"]["sorting/anira_o"]["seeds"] == [0, 1]
+  assert capsys.readouterr().err == (
+      f"warning: {workdirs[1]}/eval.json is of step 30, its latest checkpoint of step 40; "
+      f"python -m anira_jax.evaluate --workdir={workdirs[1]} updates it\n")
 
 
 @pytest.fixture(name="written_runs", scope="module")

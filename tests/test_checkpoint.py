@@ -1,5 +1,6 @@
 """Resuming: an interrupted or extended run ends bitwise where an uninterrupted one does; SIGTERM
-saves and exits cleanly; a corrupt checkpoint is reported in one line."""
+or Ctrl-C saves and exits for a requeue, a second Ctrl-C at once; a corrupt checkpoint is reported
+in one line."""
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from anira_jax import checkpoint, config as config_lib, data, optimizer, train
+from anira_jax import checkpoint, cli, config as config_lib, data, optimizer, train
 from conftest import (REPO, child_env, last_metrics, read_eval, run_module, stderr_lines,
                       tiny_config, tiny_flags, tree_equal)
 
@@ -81,7 +82,10 @@ def test_signal_at_step_20_then_rerun_equals_40(tmp_path, monkeypatch, uninterru
   _assert_same_run(tmp_path, reference, cfg40)
 
 
-def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_checkpoint_and_exits_for_requeue(tmp_path, signum):
+  """SIGTERM and Ctrl-C alike: one checkpoint, one line, exit 75 (requeue), no traceback; the
+  same command then resumes."""
   workdir = tmp_path / "run"
   args = [sys.executable, "-m", "anira_jax.main", "--config=configs/sorting.py",
           f"--workdir={workdir}",
@@ -91,16 +95,16 @@ def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
   try:
     first = proc.stdout.readline()
     assert first.startswith("step "), first + proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
   finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  assert proc.returncode == 0, err
-  assert "Traceback" not in err
+  assert proc.returncode == cli.EXIT_REQUEUE == 75, err
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
   stopped = [l for l in out.splitlines() if l.startswith("stopped by signal")]
-  assert len(stopped) == 1, out
+  assert len(stopped) == 1 and f"signal {int(signum)} " in stopped[0], out
   step = int(stopped[0].split(" at step ")[1].split(";")[0])
   assert step >= 5
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
@@ -113,6 +117,80 @@ def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):
   assert f"resuming from step {step}" in rerun.stdout
   assert rerun.stdout.splitlines()[-1] == str(workdir)
   assert read_eval(workdir)["step"] == step + 3
+
+
+def test_first_signal_stops_once_and_a_second_ctrl_c_exits_at_once(monkeypatch, capsys):
+  exits = []
+  monkeypatch.setattr(os, "_exit", exits.append)
+  stop = {"signal": None}
+  handle = train.stop_handler(stop)
+  handle(signal.SIGINT, None)
+  handle(signal.SIGTERM, None)        # a later SIGTERM changes nothing
+  assert stop == {"signal": signal.SIGINT} and exits == []
+  handle(signal.SIGINT, None)
+  assert exits == [cli.EXIT_INTERRUPTED]
+  assert capsys.readouterr().err == "second interrupt: exiting now, without saving\n"
+
+
+def test_one_process_stops_for_its_own_signal():
+  assert train.agreed_stop(None) == 0
+  assert train.agreed_stop(signal.SIGTERM) == signal.SIGTERM
+
+
+def _snapshot(root: pathlib.Path) -> dict:
+  return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_a_changed_model_or_seed_naming_each_field(tmp_path, trained_run):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_run("anira_o"), workdir)
+  before = _snapshot(workdir)
+  cfg = tiny_config("anira_o", model__k_max=3, seed=1, train__steps=40)
+  with pytest.raises(cli.UserError) as e:
+    train.train_and_evaluate(cfg, str(workdir))
+  assert str(e.value) == (
+      f"cannot resume {workdir}: its run was trained with another config (model.k_max 4 -> 3, "
+      "seed 0 -> 1); train this config in a new --workdir, or resume with the saved values")
+  assert _snapshot(workdir) == before
+
+
+def test_resume_accepts_new_steps_cadence_and_evaluation(tmp_path, trained_run):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained_run("anira_o"), workdir)
+  cfg = tiny_config("anira_o", train__steps=32, train__log_every=2, train__checkpoint_every=2,
+                    eval__examples=8, task__eval_sizes=(2, 4, 8), parallel__mode="pmap")
+  result = train.train_and_evaluate(cfg, str(workdir))
+  assert set(result["sizes"]) == {"2", "4", "8"} and read_eval(workdir)["step"] == 32
+  saved = json.loads((workdir / "config.json").read_text())
+  assert (saved["train"]["steps"], saved["train"]["schedule_steps"]) == (32, 30)
+
+
+def test_extending_a_run_keeps_its_schedule(tmp_path):
+  """Past the warm-up the schedule matters: 20 steps then 40 equals 40 steps with
+  train.schedule_steps=20, and differs from a fresh 40-step run."""
+  extended, fixed, fresh = (tmp_path / name for name in ("extended", "fixed", "fresh"))
+  short = dict(train__warmup_steps=5, train__checkpoint_every=10)
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=20, **short), str(extended))
+  cfg40 = tiny_config("anira_o", train__steps=40, **short)
+  train.train_and_evaluate(cfg40, str(extended))
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=40, train__schedule_steps=20,
+                                       **short), str(fixed))
+  train.train_and_evaluate(cfg40, str(fresh))
+  tree_equal(_final_state(extended, cfg40), _final_state(fixed, cfg40))
+  assert not np.array_equal(_final_state(extended, cfg40)["params"]["embed"]["embedding"],
+                            _final_state(fresh, cfg40)["params"]["embed"]["embedding"])
+
+
+def test_restore_with_other_shapes_names_them_and_keeps_the_checkpoint(trained_run):
+  workdir = trained_run("anira_o")
+  cfg = tiny_config("anira_o", model__d_model=32)
+  like = jax.eval_shape(lambda: optimizer.init_state(cfg, config_lib.validate(cfg)))
+  with pytest.raises(cli.UserError) as e:
+    checkpoint.restore(checkpoint.manager(str(workdir), create=False), like)
+  message = str(e.value)
+  assert f"checkpoint {workdir}/checkpoints/30 holds a train state of other shapes (" in message
+  assert "saved (" in message and ", this config (" in message and "new --workdir" in message
+  assert "delete" not in message
 
 
 def _corrupt(files, how):

@@ -1,6 +1,11 @@
-"""colabs/: each notebook runs headless top to bottom on the CPU with its tiny switch, and is
-committed without outputs."""
+"""colabs/: each notebook runs headless top to bottom on the CPU with its tiny switch, from its
+own folder as Jupyter runs it, and is committed without outputs; its Colab set-up cell can run
+twice."""
 import json
+import os
+import subprocess
+import sys
+import types
 
 import nbclient
 import nbformat
@@ -16,8 +21,13 @@ def _execute(name: str, monkeypatch, **env) -> nbformat.NotebookNode:
     monkeypatch.setenv(key, value)
   book = nbformat.read(REPO / "colabs" / name, as_version=4)
   nbclient.NotebookClient(book, timeout=240, kernel_name="python3",
-                          resources={"metadata": {"path": str(REPO)}}).execute()
+                          resources={"metadata": {"path": str(REPO / "colabs")}}).execute()
   return book
+
+
+def _code(name: str) -> list[str]:
+  book = nbformat.read(REPO / "colabs" / name, as_version=4)
+  return [cell.source for cell in book.cells if cell.cell_type == "code"]
 
 
 def _outputs(book, kind: str) -> list[str]:
@@ -39,6 +49,35 @@ def test_committed_without_outputs(name):
   assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
   source = "".join("".join(c["source"]) for c in code)
   assert '"google.colab" in sys.modules' in source and "jax.devices()" in source
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_colab_setup_cell_asks_for_the_url_and_can_run_twice(name, tmp_path, monkeypatch):
+  settings, setup = _code(name)[:2]
+  calls = []
+
+  def run(cmd, check):
+    assert check
+    calls.append(cmd)
+    if cmd[:2] == ["git", "clone"]:
+      os.makedirs(cmd[-1])
+    return subprocess.CompletedProcess(cmd, 0)
+
+  monkeypatch.setattr(subprocess, "run", run)
+  monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  monkeypatch.chdir(tmp_path)
+  scope = {}
+  exec(settings, scope)  # pylint: disable=exec-used
+  with pytest.raises(ValueError, match="set REPO_URL in the first code cell"):
+    exec(setup, scope)  # pylint: disable=exec-used
+  scope["REPO_URL"] = "https://example.org/anira_jax.git"
+  for _ in range(2):
+    exec(setup, scope)  # pylint: disable=exec-used
+  clone = str(tmp_path / "anira_jax")
+  assert calls == [["git", "clone", "--depth=1", "https://example.org/anira_jax.git", clone],
+                   [sys.executable, "-m", "pip", "install", "-q", "-e", clone]]
+  assert sys.path.count(clone) == 1 and os.getcwd() == str(tmp_path)
 
 
 def test_quickstart_trains_on_all_devices_and_plots(tmp_path, monkeypatch):

@@ -4,10 +4,16 @@ import json
 import os
 import pathlib
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
+import jax
 import pytest
+
+from anira_jax import checkpoint, cli, config as config_lib, optimizer, runs
+from conftest import tree_equal
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/sorting.py", "--config.train.steps=20", "--config.train.log_every=10",
@@ -34,6 +40,75 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
   assert abs(a - b) / abs(b) < 1e-4
   assert (tmp_path / "multi" / "eval.json").exists()
   assert len((tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()) == 2  # one writer
+
+
+def _processes(launcher: subprocess.Popen) -> dict[int, int]:
+  """process_id -> pid of the anira_jax.main children of a local_multiprocess.sh."""
+  found = {}
+  for _ in range(100):
+    children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True,
+                              check=False).stdout.split()
+    for pid in map(int, children):
+      args = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+      found.update({int(a.split(b"=")[1]): pid for a in args
+                    if a.startswith(b"--config.parallel.process_id=")})
+    if len(found) == 2:
+      return found
+    time.sleep(0.1)
+  raise AssertionError(f"children of the launcher not found: {found}")
+
+
+def _launch(*args: str) -> subprocess.Popen:
+  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+         "PYTHONUNBUFFERED": "1"}
+  return subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)   # its own group: the finally kills them all
+
+
+def _state(workdir: pathlib.Path) -> dict:
+  cfg = runs.load_config(str(workdir))
+  like = jax.eval_shape(lambda: optimizer.init_state(cfg, config_lib.validate(cfg)))
+  return checkpoint.restore(checkpoint.manager(str(workdir), create=False), like)
+
+
+def test_two_processes_signalled_apart_save_one_agreed_step_and_resume_bitwise(tmp_path):
+  """Process 0 gets Ctrl-C, process 1 SIGTERM a moment later: both save the same step and exit
+  75; the same command with a few more steps then ends bitwise where an unstopped run does (the
+  steps stay inside the warm-up, where the LR schedule does not depend on train.steps)."""
+  stopped_dir = tmp_path / "stopped"
+  flags = [*TINY, "--config.train.log_every=5", "--config.train.warmup_steps=100"]
+  launcher = _launch(*flags, "--config.train.steps=100000", f"--workdir={stopped_dir}")
+  try:
+    lines = iter(launcher.stdout.readline, "")
+    assert any(line.startswith("step ") for line in lines), launcher.stderr.read()[-2000:]
+    pids = _processes(launcher)
+    os.kill(pids[0], signal.SIGINT)
+    time.sleep(0.3)
+    os.kill(pids[1], signal.SIGTERM)
+    out, err = launcher.communicate(timeout=300)
+  finally:
+    if launcher.poll() is None:
+      os.killpg(launcher.pid, signal.SIGKILL)
+      launcher.wait()
+  assert launcher.returncode == cli.EXIT_REQUEUE, err[-2000:]
+  assert "Traceback" not in err
+  stopped = [l for l in out.splitlines() if l.startswith("stopped by signal ")]
+  assert len(stopped) == 1, out   # printed by process 0 only
+  step = int(stopped[0].split(" at step ")[1].split(";")[0])
+  assert step < 90
+  saved = sorted(int(p.name) for p in (stopped_dir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [step], saved   # one checkpoint, of the agreed step
+
+  more = [*flags, f"--config.train.steps={step + 3}"]
+  for workdir in (stopped_dir, tmp_path / "unstopped"):
+    proc = _launch(*more, f"--workdir={workdir}")
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-2000:]
+    assert (f"resuming from step {step}" in out) == (workdir == stopped_dir), out
+  a, b = _state(stopped_dir), _state(tmp_path / "unstopped")
+  assert int(a["step"]) == int(b["step"]) == step + 3
+  tree_equal(a, b)
 
 
 def test_launcher_rejects_missing_process_count():
@@ -83,6 +158,22 @@ def test_slurm_script_sruns_main_with_auto_distributed(tmp_path):
   assert result.stdout.splitlines() == [
       "--kill-on-bad-exit=1", "py", "-m", "anira_jax.main", "--config=configs/sorting.py:fixed",
       "--workdir=/shared/x", "--config.parallel.distributed=auto"]
+
+
+@pytest.mark.parametrize("status,requeued", [(75, True), (0, False), (1, False)])
+def test_slurm_script_requeues_a_run_stopped_after_a_checkpoint(tmp_path, status, requeued):
+  log = tmp_path / "scontrol.log"
+  (tmp_path / "srun").write_text(f"#!/usr/bin/env bash\nexit {status}\n")
+  (tmp_path / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')
+  for name in ("srun", "scontrol"):
+    (tmp_path / name).chmod(0o755)
+  result = _run(["bash", "launch/slurm_gpu.sbatch", "--config=configs/sorting.py"],
+                PATH=f"{tmp_path}:{os.environ['PATH']}", SLURM_JOB_ID="4242")
+  assert result.returncode == status
+  assert (log.read_text().splitlines() if log.exists() else []) == (
+      ["requeue 4242"] if requeued else [])
+  script = (REPO / "launch" / "slurm_gpu.sbatch").read_text()
+  assert "#SBATCH --requeue" in script and "#SBATCH --signal=TERM@" in script
 
 
 def test_sweep_dry_run_prints_one_command_per_config_variant_and_seed():

@@ -3,10 +3,12 @@ run writes everything and prints its workdir last."""
 import hashlib
 import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_module, stderr_lines, tiny_flags
+from conftest import REPO, child_env, run_module, stderr_lines, tiny_flags
 
 CONFIG = "--config=configs/sorting.py"
 
@@ -34,6 +36,20 @@ def test_tiny_run_writes_everything_and_prints_workdir_last(finished_run):
   assert [p.name for p in (workdir / "checkpoints").iterdir()] == ["5"]
 
 
+def test_default_workdir_of_a_run_with_overrides_is_its_own(tmp_path):
+  """Without --workdir, overrides give runs/<config>_<variant>_<hash>, so the plain command does
+  not resume a trial run of other overrides."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "anira_jax.main", f"--config={REPO / 'configs' / 'sorting.py'}",
+       *tiny_flags(train__steps=5, train__log_every=5)],
+      cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  workdir = proc.stdout.splitlines()[-1]
+  assert workdir.startswith("runs/sorting_anira_o_") and workdir != "runs/sorting_anira_o"
+  assert (tmp_path / workdir / "eval.json").is_file()
+  assert not (tmp_path / "runs" / "sorting_anira_o").exists()
+
+
 def _snapshot(root: pathlib.Path) -> dict:
   return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).digest())
           for p in sorted(root.rglob("*")) if p.is_file()}
@@ -41,6 +57,9 @@ def _snapshot(root: pathlib.Path) -> dict:
 
 BAD = [
     pytest.param(["--config.model.foo=1"], "unknown config key 'model.foo'", id="unknown-key"),
+    pytest.param(["--config.train.step=1"], "unknown config key 'train.step'; did you mean "
+                 "'train.steps'? (valid keys and their defaults: anira_jax/config.py)",
+                 id="unknown-key-close-match"),
     pytest.param(["--config=configs/sorting.py:bogus"],
                  "unknown variant 'bogus'; valid variants: anira_o, anira_e, fixed, transformer",
                  id="unknown-variant"),

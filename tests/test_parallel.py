@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from anira_jax import parallel, train
+from anira_jax.cli import UserError
 from conftest import last_metrics, tiny_config
 
 
@@ -48,3 +49,13 @@ def test_pmap_shard_map_and_one_device_agree(tmp_path):
   ref = losses["one_device"]
   for name, loss in losses.items():
     assert abs(loss - ref) / abs(ref) < 1e-4, losses
+
+
+def test_pmap_with_several_processes_is_refused_naming_shard_map(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(UserError) as e:
+    parallel.DataParallel("pmap", lambda s, b: (s, b))
+  assert str(e.value) == (
+      "parallel.mode=pmap runs in one process only (jax.pmap over each process's devices would "
+      "average gradients within a process); with 2 processes use parallel.mode=shard_map")
+  assert parallel.DataParallel("shard_map", lambda s, b: (s, b), jax.devices()).mode == "shard_map"

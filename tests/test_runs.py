@@ -82,6 +82,18 @@ def test_forced_depth_out_of_range_raises(run, depth):
     run.predict(tiny_batch(run.config, 3)["inputs"], depth=depth)
 
 
+def test_pad_before_a_token_raises_and_trailing_pad_is_accepted(run):
+  right = np.array([[2, 3, 1, 0, 0], [2, 3, 4, 1, 5]])
+  assert run.predict(right)["logits"].shape == (2, 5, 18)
+  left = np.array([[2, 3, 4, 1, 5], [0, 0, 2, 3, 1]])
+  with pytest.raises(ValueError) as e:
+    run.predict(left)
+  assert str(e.value) == ("row 1 has PAD (id 0) at position 1 before a token; pad rows at the "
+                          "end only (right-padding)")
+  with pytest.raises(ValueError, match="row 0 has PAD .* at position 1 before a token"):
+    run.predict(np.array([[2, 0, 3, 0]]))
+
+
 def test_unknown_mode_raises(run):
   with pytest.raises(ValueError, match="mode must be one of scan, while, compact, got 'fast'"):
     run.predict(np.array([[2, 3]]), mode="fast")

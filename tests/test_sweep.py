@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from anira_jax import ablation, runs, sweep
+from anira_jax import ablation, cli, reproduce, runs, sweep, train
 from anira_jax.cli import UserError
 
 
@@ -17,6 +17,12 @@ def test_config_for_applies_seed_and_typed_overrides():
   assert cfg.model.max_len == 112   # the rest is configs/graph.py
   with pytest.raises(UserError, match="unknown config key 'train.nope'"):
     sweep.config_for("graph", "anira_e", 0, ["train.nope=1"])
+
+
+def test_config_for_reads_the_repository_configs_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert sweep.config_for("dyck", "fixed", 1).task.name == "dyck"
+  assert reproduce.config("ci", "graph", "anira_o", 0).train.steps == 30
 
 
 def test_remedies_reach_the_config_with_their_types():
@@ -46,6 +52,12 @@ def test_train_unless_done_skips_a_finished_run(tmp_path, trained_run):
   assert sweep.train_unless_done(cfg, str(workdir)) == json.loads(
       (workdir / "eval.json").read_text())
   assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+
+
+def test_train_unless_done_reports_a_stopped_run_for_a_requeue(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, "train_and_evaluate", lambda cfg, workdir: {})   # as after SIGTERM
+  with pytest.raises(cli.Stopped, match="was stopped; rerun the same command to resume"):
+    sweep.train_unless_done(sweep.config_for("sorting", "anira_o", 0), str(tmp_path / "run"))
 
 
 def test_train_unless_done_refuses_another_config(tmp_path, trained_run):

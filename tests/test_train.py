@@ -121,3 +121,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   assert run.step == 10
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(run.params))
   assert not (tmp_path / "checkpoints" / "13").exists()
+
+
+def test_non_finite_update_after_a_finite_loss_is_never_saved(tmp_path, monkeypatch):
+  """The step to 15 has a finite loss but NaN gradients (0 * sqrt'(0)), so the parameters it
+  would checkpoint are NaN: step 10 stays the last checkpoint."""
+  real = losses.objective
+
+  def objective(cfg, params, batch, step, axis_name=None):
+    loss, aux = real(cfg, params, batch, step, axis_name)
+    scale = jnp.where(step == 14, 0.0, 1.0)   # value 0 either way, gradient NaN at step 14
+    poison = jnp.sqrt(scale * jnp.sum(params["embed"]["embedding"] ** 2)) * (1.0 - scale)
+    return loss + poison, aux
+
+  monkeypatch.setattr(losses, "objective", objective)
+  cfg = tiny_config("anira_o", train__steps=30, train__checkpoint_every=5)
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert str(e.value) == (
+      "the parameters or optimizer state became non-finite at step 15; training stopped, the "
+      "last good checkpoint (step 10) is kept; lower train.learning_rate or "
+      "halting.penalty_weight")
+  run = runs.load_run(str(tmp_path))
+  assert run.step == 10
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(run.params))
+  assert not (tmp_path / "checkpoints" / "15").exists()

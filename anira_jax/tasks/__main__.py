@@ -67,6 +67,10 @@ def _validate(args) -> tasks.Task:
     if task.seq_len(size) > args.max_len:
       raise ValueError(f"size {size} of {args.task!r} needs seq_len {task.seq_len(size)} > "
                        f"--max_len {args.max_len}")
+  try:   # an --option of the wrong type only fails when an example is generated
+    task.examples(args.seed, sizes[0], 1)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"bad --option for {args.task!r}: {e}") from None
   return task
 
 
