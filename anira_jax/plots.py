@@ -64,13 +64,17 @@ def depth_vs_size(task: str, groups: list[dict]) -> Figure:
   return fig
 
 
+def _depth_table(ax, g: dict, table: dict) -> None:
+  """Mean depth ± s.e.m. at each value of a table of `analysis.depth_by_value`."""
+  ax.errorbar(table["values"], table["mean"], yerr=table["sem"], capsize=3,
+              marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
+              color=COLORS[g["variant"]], label=_name(g))
+
+
 def depth_vs_feature(task: str, groups: list[dict]) -> Figure:
   fig, (ax,) = _figure()
   for g in groups:
-    table = g["depth_by_feature"]
-    ax.errorbar(table["values"], table["mean"], yerr=table["sem"], capsize=3,
-                marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
-                color=COLORS[g["variant"]], label=_name(g))
+    _depth_table(ax, g, g["depth_by_feature"])
   ax.set_xlabel(f"{groups[0]['main_feature']} (main execution feature)")
   ax.set_ylabel("mean depth (iterations)")
   ax.set_ylim(0, max(g["k_max"] for g in groups) + 0.5)
@@ -121,6 +125,15 @@ def depth_histograms(task: str, groups: list[dict]) -> Figure:
   return fig
 
 
+def _finish(ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title: str) -> None:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_ylim(*ylim)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(title)
+
+
 def accuracy_vs_compute(task: str, groups: list[dict]) -> Figure:
   """In-distribution sequence accuracy against mean iterations per answer token: fixed-depth
   baselines trained at each k as a curve, adaptive runs as points, and each adaptive run forced
@@ -142,12 +155,9 @@ def accuracy_vs_compute(task: str, groups: list[dict]) -> Figure:
     ax.errorbar([depth["mean"]], [acc(g)["mean"]], xerr=[depth["std"]], yerr=[acc(g)["std"]],
                 capsize=3, marker=MARKERS[g["variant"]], markersize=11, linestyle="none",
                 color=COLORS[g["variant"]], label=f"{_name(g)}, own halting")
-  ax.set_xlabel("mean iterations per answer token (in distribution)")
-  ax.set_ylabel("in-distribution sequence accuracy")
-  ax.set_ylim(-0.03, 1.03)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title(f"{task}: accuracy against compute\n(above the fixed curve: allocation that pays)")
+  _finish(ax, "mean iterations per answer token (in distribution)",
+          "in-distribution sequence accuracy", (-0.03, 1.03),
+          f"{task}: accuracy against compute\n(above the fixed curve: allocation that pays)")
   return fig
 
 
@@ -178,9 +188,7 @@ def needed_vs_own(task: str, groups: list[dict]) -> Figure:
   ax.plot([1, k_max], [1, k_max], color="0.6", linestyle=":", label="own = needed")
   width = 0.8 / len(groups)
   for i, g in enumerate(groups):
-    t = g["needed"]["own_by_needed"]
-    ax.errorbar(t["values"], t["mean"], yerr=t["sem"], capsize=3, marker=MARKERS[g["variant"]],
-                markerfacecolor="none", markersize=8, color=COLORS[g["variant"]], label=_name(g))
+    _depth_table(ax, g, g["needed"]["own_by_needed"])
     depths = np.arange(1, len(g["needed"]["hist"]) + 1)
     hist.bar(depths + (i - (len(groups) - 1) / 2) * width, g["needed"]["hist"], width,
              color=COLORS[g["variant"]], label=_name(g))
@@ -206,12 +214,8 @@ def alignment_over_training(task: str, groups: list[dict]) -> Figure:
     ax.plot(h["steps"], h["spearman_main"], marker="x", linestyle="--",
             color=COLORS[g["variant"]], label=f"{_name(g)}: with {g['main_feature']}")
   ax.axhline(0.0, color="0.6", linewidth=0.8)
-  ax.set_xlabel("training step")
-  ax.set_ylabel("Spearman correlation of depth")
-  ax.set_ylim(-1.03, 1.03)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title(f"{task}: alignment over training (in distribution, mean over seeds)")
+  _finish(ax, "training step", "Spearman correlation of depth", (-1.03, 1.03),
+          f"{task}: alignment over training (in distribution, mean over seeds)")
   return fig
 
 
