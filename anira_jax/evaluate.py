@@ -173,7 +173,8 @@ def evaluate_run(workdir: str) -> dict:
 def main(argv: list[str]) -> None:
   del argv
   if not os.path.isdir(_WORKDIR.value):
-    raise cli.UserError(f"workdir {_WORKDIR.value!r} does not exist")
+    what = "is not a directory" if os.path.exists(_WORKDIR.value) else "does not exist"
+    raise cli.UserError(f"workdir {_WORKDIR.value!r} {what}")
   result = evaluate_run(_WORKDIR.value)
   for size, m in result["sizes"].items():
     print(f"size {size:>3}: seq_acc {m['sequence_accuracy']:.3f} "

@@ -39,7 +39,7 @@ CASES = [  # (id, arguments with {p} for the paths root, what stderr says)
      "cannot read {p}/bad_config_json/config.json (JSONDecodeError"),
     ("evaluate-missing", ["-m", "anira_jax.evaluate", "--workdir={p}/nowhere"], "does not exist"),
     ("evaluate-workdir-is-file", ["-m", "anira_jax.evaluate", "--workdir={p}/a_file"],
-     "does not exist"),
+     "is not a directory"),
     ("evaluate-no-run", ["-m", "anira_jax.evaluate", "--workdir={p}/a_dir"],
      "missing config.json"),
     ("evaluate-bad-config-json", ["-m", "anira_jax.evaluate", "--workdir={p}/bad_config_json"],
