@@ -98,6 +98,6 @@ def test_analysis_loads_runs_and_reproduces_plots(reproduced_ci, monkeypatch):
   assert "".join(_outputs(book, "stream")).count("finished earlier") == 6   # loaded, not trained
   markdown = "".join(_outputs(book, "text/markdown"))
   assert "### alignment: " in markdown and "### Spearman(depth, feature)" in markdown
-  assert len(_outputs(book, "image/png")) == 10
+  assert len(_outputs(book, "image/png")) == len(list((out / "plots").iterdir())) == 18
   assert sorted(p.name for p in (out / "notebook_plots").iterdir()) == sorted(
       p.name for p in (out / "plots").iterdir())
