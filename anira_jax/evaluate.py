@@ -82,9 +82,10 @@ def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Par
   sizes = {}
   for size, batch in sets.items():
     mask, p = batch["loss_mask"], predictions[size]
-    right = (p["pred"] == batch["targets"]) | ~mask
-    forced_right_KxBxL = (p["forced_pred"] == batch["targets"][None]) | ~mask[None]
+    p["correct"] = p["pred"] == batch["targets"]
+    p["forced_correct"] = p["forced_pred"] == batch["targets"][None]
     p["needed"] = needed_depth(p["forced_pred"], p["pred"])
+    right, forced_right_KxBxL = p["correct"] | ~mask, p["forced_correct"] | ~mask[None]
     sizes[str(size)] = {
         "token_accuracy": float(right[mask].mean()),
         "sequence_accuracy": float(right.all(axis=1).mean()),
@@ -121,9 +122,9 @@ def range_means(result: dict) -> dict:
 
 def token_records(sets: dict[int, dict], predictions: dict[int, dict],
                   train_sizes: tuple[int, int]) -> dict[str, np.ndarray]:
-  """One row per answer token: size, example, position, depth, correct, needed_depth (0: no
-  forced depth gives the own prediction), forced_correct [K] (right when forced to halt at
-  1..K), in_distribution, and every task feature under "feature/<name>"."""
+  """One row per answer token of `evaluate`'s predictions: size, example, position, depth,
+  correct, needed_depth (0: no forced depth gives the own prediction), forced_correct [K] (right
+  when forced to halt at 1..K), in_distribution, and every task feature under "feature/<name>"."""
   rows = {}
   for size, batch in sets.items():
     mask = batch["loss_mask"]
@@ -131,9 +132,9 @@ def token_records(sets: dict[int, dict], predictions: dict[int, dict],
     columns = {
         "size": np.full(example.size, size), "example": example, "position": position,
         "depth": predictions[size]["depth"][mask],
-        "correct": (predictions[size]["pred"] == batch["targets"])[mask],
+        "correct": predictions[size]["correct"][mask],
         "needed_depth": predictions[size]["needed"][mask],
-        "forced_correct": (predictions[size]["forced_pred"] == batch["targets"][None])[:, mask].T,
+        "forced_correct": predictions[size]["forced_correct"][:, mask].T,
         "in_distribution": np.full(example.size, train_sizes[0] <= size <= train_sizes[1]),
         **{f"feature/{k}": v[mask] for k, v in batch["features"].items()}}
     for k, v in columns.items():

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 PENALTIES = ("ponder", "kl_geometric", "kl_uniform")
 
 
-def conditional_probs(logits_BxL: jax.Array, t: jax.Array, k_max: int,
-                      temperature: float) -> jax.Array:
-  """lambda_t, forced to 1 at the last iteration so every token halts by K_max."""
-  return jnp.where(t == k_max - 1, 1.0, jax.nn.sigmoid(logits_BxL / temperature))
+def conditional_probs(scaled_logits_BxL: jax.Array, t: jax.Array, k_max: int) -> jax.Array:
+  """lambda_t = sigmoid(logit_t / temperature) from the scaled logits, forced to 1 at the last
+  iteration so every token halts by K_max."""
+  return jnp.where(t == k_max - 1, 1.0, jax.nn.sigmoid(scaled_logits_BxL))
 
 
 class Update(NamedTuple):

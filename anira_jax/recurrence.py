@@ -80,7 +80,7 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
   active_BxL = ~s.halted_BxL
   h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
   logits = halt_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
-  lam = halting.conditional_probs(logits, s.t, cfg.model.k_max, 1.0)
+  lam = halting.conditional_probs(logits, s.t, cfg.model.k_max)
   forced_now = None if ctx.halt_at is None else s.t + 1 >= ctx.halt_at
   u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
   contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))

@@ -16,17 +16,17 @@ def f32(*values):
 
 def test_conditional_probs_forced_to_one_at_last_step():
   logits = f32(-1e9, -3.0, 0.0, 2.0)
-  np.testing.assert_array_equal(halting.conditional_probs(logits, jnp.asarray(3), 4, 1.0),
+  np.testing.assert_array_equal(halting.conditional_probs(logits, jnp.asarray(3), 4),
                                 np.ones(4, np.float32))
   # -inf logits (the fixed/transformer variants) too.
   np.testing.assert_array_equal(
-      halting.conditional_probs(jnp.full((2,), -jnp.inf), jnp.asarray(2), 3, 1.0), [1.0, 1.0])
+      halting.conditional_probs(jnp.full((2,), -jnp.inf), jnp.asarray(2), 3), [1.0, 1.0])
 
 
 @pytest.mark.parametrize("t", [0, 1, 2])
 def test_conditional_probs_before_last_step_are_sigmoid(t):
   logits = f32(-2.0, 0.0, 2.0, -jnp.inf)
-  lam = halting.conditional_probs(logits, jnp.asarray(t), 4, 2.0)
+  lam = halting.conditional_probs(logits / 2.0, jnp.asarray(t), 4)
   expected = [1 / (1 + math.exp(1.0)), 0.5, 1 / (1 + math.exp(-1.0)), 0.0]
   np.testing.assert_allclose(lam, expected, rtol=1e-6)
 
@@ -58,7 +58,7 @@ def test_weights_of_manual_run_sum_to_one(threshold):
   survival, halted = jnp.ones(n), jnp.zeros(n, bool)
   weights, lams, depth = [], [], jnp.zeros(n, jnp.int32)
   for t in range(k_max):
-    lam = halting.conditional_probs(logits[t], jnp.asarray(t), k_max, 1.0)
+    lam = halting.conditional_probs(logits[t], jnp.asarray(t), k_max)
     depth = depth + (~halted).astype(jnp.int32)
     u = halting.update(lam, survival, halted, threshold)
     weights.append(u.weight_BxL)
