@@ -25,7 +25,9 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        # pytest-xdist: the suite on both cores of a CI machine (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29"],
         "bench": ["torch==2.13.0"],
     },
 )

@@ -34,8 +34,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-_CACHE_DIR = tempfile.mkdtemp(prefix="anira_tests_xla_cache_")
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# One cache for the session: pytest-xdist workers inherit it from the process that made it.
+_CACHE_DIR = os.environ.get("ANIRA_TESTS_XLA_CACHE", "")
+if not _CACHE_DIR:
+  _CACHE_DIR = os.environ["ANIRA_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="anira_tests_xla_")
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 

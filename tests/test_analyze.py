@@ -11,6 +11,9 @@ from anira_jax import analyze, checkpoint, evaluate
 from anira_jax.cli import UserError
 from conftest import run_module, stderr_lines, tiny_config
 
+pytestmark = pytest.mark.xdist_group("test_analyze")   # one worker: module fixture runs once
+
+
 TRAIN_SIZES = (2, 4)             # tiny_config's; size 6 is out of distribution
 SEQ_ACC = {0: {2: 1.0, 4: 0.8, 6: 0.1}, 1: {2: 0.8, 4: 0.6, 6: 0.3}}
 

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import REPO, child_env, stderr_lines
 
+pytestmark = pytest.mark.xdist_group("test_bad_input")   # one worker: module fixture runs once
+
 
 @pytest.fixture(name="paths", scope="module")
 def paths_fixture(tmp_path_factory, trained_run) -> pathlib.Path:

@@ -15,7 +15,10 @@ import pytest
 
 from anira_jax import checkpoint, cli, config as config_lib, data, optimizer, train
 from conftest import (REPO, child_env, last_metrics, read_eval, run_module, stderr_lines,
+
                       tiny_config, tiny_flags, tree_equal)
+
+pytestmark = pytest.mark.xdist_group("test_checkpoint")   # one worker: module fixture runs once
 
 
 def _final_state(workdir, cfg):

@@ -13,6 +13,10 @@ import pytest
 
 from conftest import REPO, child_env
 
+# With test_reproduce: one worker runs the shared reproduce_ci fixture once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("reproduce_ci")
+
+
 NOTEBOOKS = ("quickstart.ipynb", "analysis.ipynb")
 
 
@@ -95,7 +99,7 @@ def test_analysis_loads_runs_and_reproduces_plots(reproduced_ci, monkeypatch):
   out, proc = reproduced_ci
   assert proc.returncode == 0, proc.stderr
   book = _execute("analysis.ipynb", monkeypatch, ANIRA_NOTEBOOK_OUT=str(out))
-  assert "".join(_outputs(book, "stream")).count("finished earlier") == 6   # loaded, not trained
+  assert "".join(_outputs(book, "stream")).count("finished earlier") == 10   # loaded, not trained
   markdown = "".join(_outputs(book, "text/markdown"))
   assert "### alignment: " in markdown and "### Spearman(depth, feature)" in markdown
   assert len(_outputs(book, "image/png")) == len(list((out / "plots").iterdir())) == 18

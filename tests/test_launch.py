@@ -13,7 +13,7 @@ import jax
 import pytest
 
 from anira_jax import checkpoint, cli, config as config_lib, optimizer, runs
-from conftest import tree_equal
+from conftest import child_env, tree_equal
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/sorting.py", "--config.train.steps=20", "--config.train.log_every=10",
@@ -26,7 +26,7 @@ def _last_loss(workdir: pathlib.Path) -> float:
 
 
 def test_two_processes_match_one_process_with_two_devices(tmp_path):
-  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  env = {**child_env(), "PYTHON": sys.executable}   # the script sets each process's XLA_FLAGS
   multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", *TINY,
                           f"--workdir={tmp_path / 'multi'}"], check=False, cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=400)
@@ -59,8 +59,7 @@ def _processes(launcher: subprocess.Popen) -> dict[int, int]:
 
 
 def _launch(*args: str) -> subprocess.Popen:
-  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-         "PYTHONUNBUFFERED": "1"}
+  env = {**child_env(), "PYTHON": sys.executable}
   return subprocess.Popen(["bash", "launch/local_multiprocess.sh", "2", *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)   # its own group: the finally kills them all

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import REPO, child_env, run_module, stderr_lines, tiny_flags
 
+pytestmark = pytest.mark.xdist_group("test_main")   # one worker: module fixture runs once
+
+
 CONFIG = "--config=configs/sorting.py"
 
 
