@@ -10,7 +10,8 @@ mean +- std over seeds of in-distribution sequence accuracy, mean depth, depth s
 over in-distribution answer tokens, and Spearman(depth, the task's main execution feature) on
 them. RULE ranks the remedies on that table; GUARD then trains them in that order at the config
 files' own length (no --set overrides) until one keeps depth spread in every pair: that remedy is
-the default. Both are stated in the output, above the tables.
+the default (config.HALTING_DEFAULT names it). Both are stated in the output, above the tables.
+The remedies are config.HALTING_REMEDIES plus one per registered halting penalty (`remedies`).
 """
 from collections.abc import Callable
 import json
@@ -19,24 +20,8 @@ import os
 from absl import flags
 import numpy as np
 
-from anira_jax import analysis, cli, evaluate, sweep, tasks
+from anira_jax import analysis, cli, config, evaluate, halting, sweep, tasks
 
-# The plain ACT setting every remedy starts from, stated in full so that a cell's config does not
-# change when the config files' halting default does.
-PLAIN: dict = {"output": "state", "threshold": 0.01, "temperature": 1.0, "bias_init": 0.0,
-               "depth_warmup": 0, "penalty": "ponder", "penalty_weight": 0.01, "penalty_warmup": 0,
-               "penalty_ramp": 0, "prior_lambda": 0.2, "penalty_tokens": "all",
-               "input_norm": False}
-# Each remedy: the halting.* fields it changes from PLAIN.
-REMEDIES: dict[str, dict] = {
-    "plain_ponder": {},
-    "deep_start": {"bias_init": -3.0},
-    "warmup": {"penalty_warmup": 300, "penalty_ramp": 300},
-    "kl_geometric": {"penalty": "kl_geometric", "prior_lambda": 0.3},
-    "kl_uniform": {"penalty": "kl_uniform"},
-    "deep_warmup_distribution": {"bias_init": -3.0, "penalty_warmup": 300, "penalty_ramp": 300,
-                                 "output": "distribution"},
-}
 RULE = ("For each task and variant, the settings whose mean in-distribution sequence accuracy is "
         "within 0.05 of the best setting's are eligible; among them the highest mean Spearman "
         "correlation wins. The default is the remedy with the highest mean Spearman over the "
@@ -52,9 +37,20 @@ MIN_DEPTH_STD = 0.5
 REFERENCE = "plain_ponder"    # also trained at full length: the accuracy the default must keep
 
 
+def remedies() -> dict[str, dict]:
+  """Remedy name -> the halting.* fields it changes from config.HALTING_PLAIN: the configured
+  remedies, then one per registered penalty that none of them uses, named after the penalty."""
+  named = config.HALTING_REMEDIES
+  used = {{**config.HALTING_PLAIN, **change}["penalty"] for change in named.values()}
+  return {**named, **{p: {"penalty": p} for p in halting.PENALTIES
+                      if p not in used and p not in named}}
+
+
 def remedy_overrides(remedy: str) -> list[str]:
-  """PLAIN updated by REMEDIES[remedy], as `halting.key=value` overrides."""
-  return [f"halting.{key}={value!r}" for key, value in {**PLAIN, **REMEDIES[remedy]}.items()]
+  """config.HALTING_PLAIN updated by the remedy, as `halting.key=value` overrides (every field, so
+  a cell's config does not depend on the config files' halting default)."""
+  return [f"halting.{key}={value!r}"
+          for key, value in {**config.HALTING_PLAIN, **remedies()[remedy]}.items()]
 
 
 def cell_metrics(records: dict[str, np.ndarray], result: dict, task: tasks.Task) -> dict:
@@ -160,10 +156,10 @@ def markdown(table: dict, full: dict, reference: dict, default: str | None, comm
       "sets. Main execution feature: " + ", ".join(
           f"{t} `{tasks.get(t).main_feature}`" for t in sorted({t for t, _, _ in table})) + ".",
       "", "## Remedies", ""]
-  lines += ["Every remedy starts from " + ", ".join(f"`halting.{k}={v!r}`" for k, v in PLAIN.items())
-            + " and changes:", ""]
+  lines += ["Every remedy starts from " + ", ".join(
+      f"`halting.{k}={v!r}`" for k, v in config.HALTING_PLAIN.items()) + " and changes:", ""]
   lines += [f"- `{r}`: " + (", ".join(f"`halting.{k}={v!r}`" for k, v in o.items()) or "nothing")
-            for r, o in REMEDIES.items()]
+            for r, o in remedies().items()]
   lines += ["", "## Rule for the default", "", "Ranking (fixed before the table was filled): " + RULE,
             "", "Order by this rule: " + (", ".join(f"`{r}`" for r in ranked) or "none eligible")
             + ".", "", "Full-length guard: " + GUARD.format(min_std=MIN_DEPTH_STD), "",
@@ -186,9 +182,9 @@ def main(argv: list[str]) -> None:
   if os.path.isdir(_OUT.value) or not os.path.isdir(os.path.dirname(_OUT.value) or "."):
     raise cli.UserError(f"--out={_OUT.value} must be a file in an existing directory (checked "
                         "before training, since the report is written last)")
-  unknown = set(_REMEDIES.value) - set(REMEDIES)
+  unknown = set(_REMEDIES.value) - set(remedies())
   if unknown:
-    raise cli.UserError(f"unknown remedies {sorted(unknown)}; valid: {', '.join(REMEDIES)}")
+    raise cli.UserError(f"unknown remedies {sorted(unknown)}; valid: {', '.join(remedies())}")
   seeds = cli.seeds(_SEEDS.value)
   full_seeds = cli.seeds(_FULL_LENGTH_SEEDS.value, "full_length_seeds")
   pairs = [(t, v) for t in _TASKS.value for v in _VARIANTS.value]
@@ -214,7 +210,7 @@ if __name__ == "__main__":
   _TASKS = flags.DEFINE_list("tasks", ["sorting", "graph"], "Task configs (configs/<task>.py).")
   _VARIANTS = flags.DEFINE_list("variants", ["anira_o", "anira_e"], "Variants.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-  _REMEDIES = flags.DEFINE_list("remedies", list(REMEDIES), "Remedies to train.")
+  _REMEDIES = flags.DEFINE_list("remedies", list(remedies()), "Remedies to train.")
   _FULL_LENGTH_SEEDS = flags.DEFINE_list("full_length_seeds", ["0"],
                                          "Seeds of the full-length guard's runs.")
   _SET = flags.DEFINE_multi_string("set", [], "Extra overrides key=value, e.g. train.steps=800.")

@@ -18,6 +18,37 @@ PENALTY_TOKENS = ("all", "answer")
 RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
              "task.eval_sizes", "eval.", "parallel.")
 
+# halting.* of plain ACT, stated in full: the halting ablation starts every remedy from it, so its
+# cells do not move when HALTING_DEFAULT does.
+HALTING_PLAIN: dict[str, Any] = {
+    "output": "state",         # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
+    "threshold": 0.01,         # halt once the survival prod(1 - lambda) <= threshold
+    "temperature": 1.0,        # lambda = sigmoid(logit / temperature)
+    "bias_init": 0.0,          # halting-unit bias at init (negative: deep start)
+    "penalty": "ponder",       # a rule registered in halting.py (halting.PENALTIES)
+    "penalty_weight": 0.01,
+    "penalty_tokens": "all",   # tokens the penalty averages over: "all" non-PAD, or "answer"
+    "input_norm": False,       # LayerNorm on the halting unit's input
+    "depth_warmup": 0,         # steps with the halting unit off: every token runs k_max
+    "penalty_warmup": 0,       # steps with no penalty
+    "penalty_ramp": 0,         # steps of linear ramp after the warm-up
+    "prior_lambda": 0.2,       # geometric prior parameter for kl_geometric
+}
+# The halting ablation's remedies: the halting.* fields each changes from HALTING_PLAIN
+# (ablation.remedies adds one for each registered penalty that none of these uses).
+HALTING_REMEDIES: dict[str, dict] = {
+    "plain_ponder": {},
+    "deep_start": {"bias_init": -3.0},
+    "warmup": {"penalty_warmup": 300, "penalty_ramp": 300},
+    "kl_geometric": {"penalty": "kl_geometric", "prior_lambda": 0.3},
+    "kl_uniform": {"penalty": "kl_uniform"},
+    "deep_warmup_distribution": {"bias_init": -3.0, "penalty_warmup": 300, "penalty_ramp": 300,
+                                 "output": "distribution"},
+}
+# The remedy the ablation chose (docs/halting.md; docs/design.md, "The halting default"): the
+# halting.* default of every config.
+HALTING_DEFAULT = "deep_start"
+
 
 class ConfigError(cli.UserError, ValueError):
   """A configuration that cannot run; the message says what to change."""
@@ -50,19 +81,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.input_injection = False   # the block reads state + prelude output at every iteration
   c.model.iteration_embedding = False  # ... + a learned vector per iteration (UT timestep signal)
 
-  c.halting = ml_collections.ConfigDict()
-  c.halting.output = "state"        # readout of sum_t w_t h_t, or "distribution": sum_t w_t p_t
-  c.halting.threshold = 0.01        # halt once the survival prod(1 - lambda) <= threshold
-  c.halting.temperature = 1.0       # lambda = sigmoid(logit / temperature)
-  c.halting.bias_init = -3.0        # halting-unit bias at init (negative: deep start)
-  c.halting.penalty = "ponder"      # one of halting.PENALTIES (docs/design.md: the halting default)
-  c.halting.penalty_weight = 0.01
-  c.halting.penalty_tokens = "all"  # tokens the penalty averages over: "all" non-PAD, or "answer"
-  c.halting.input_norm = False      # LayerNorm on the halting unit's input
-  c.halting.depth_warmup = 0        # steps with the halting unit off: every token runs k_max
-  c.halting.penalty_warmup = 0      # steps with no penalty
-  c.halting.penalty_ramp = 0        # steps of linear ramp after the warm-up
-  c.halting.prior_lambda = 0.2      # geometric prior parameter for kl_geometric
+  c.halting = ml_collections.ConfigDict({**HALTING_PLAIN, **HALTING_REMEDIES[HALTING_DEFAULT]})
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
@@ -138,7 +157,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
          f"model.remat must be one of {', '.join(recurrence.REMAT)}, got {m.remat!r}")
   _check(m.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}")
   _check(h.penalty in halting.PENALTIES,
-         f"unknown halting.penalty {h.penalty!r}; valid: {', '.join(halting.PENALTIES)}")
+         f"unknown halting.penalty {h.penalty!r}; valid (registered in anira_jax/halting.py): "
+         f"{', '.join(halting.PENALTIES)}")
   _check(h.output in OUTPUTS, f"halting.output must be one of {', '.join(OUTPUTS)}")
   _check(h.penalty_tokens in PENALTY_TOKENS,
          f"halting.penalty_tokens must be one of {', '.join(PENALTY_TOKENS)}, got {h.penalty_tokens!r}")

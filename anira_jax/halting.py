@@ -8,17 +8,32 @@ is shared:
   * hard rule (ACT)        a token halts at the first t with S_t <= threshold (or at t = K-1);
                            depth N = t + 1 block applications, its state is frozen from then on;
   * output weights         w_t = p_t for t < N-1 and w_{N-1} = S_{N-2} (the remainder R), sum 1;
-  * compute penalty        ponder (N + R), or KL(w || prior) with a geometric or uniform prior,
-                           computed in log space from the logits (no log of an underflowed weight).
+  * compute penalty        a rule registered with `@penalty_rule(name)` (PENALTIES): ponder (N + R),
+                           or KL(w || prior) with a geometric or uniform prior, computed in log
+                           space from the logits (no log of an underflowed weight).
 A forced depth k replaces the hard rule: every token halts at iteration k whatever lambda says, and
 its output weights are the model's own before k with the remainder at k (`update(forced_now=...)`).
 """
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-PENALTIES = ("ponder", "kl_geometric", "kl_uniform")
+# A per-token compute penalty [B, L] from the output weights [B, L, K], the scaled halting logits
+# [B, L, K], the depth [B, L] (0 for padding) and the config's halting.* fields.
+Penalty = Callable[[jax.Array, jax.Array, jax.Array, Mapping[str, Any]], jax.Array]
+PENALTIES: dict[str, Penalty] = {}   # halting.penalty name -> rule, filled by @penalty_rule
+
+
+def penalty_rule(name: str) -> Callable[[Penalty], Penalty]:
+  """Registers the decorated function as the penalty `halting.penalty=name`."""
+  def register(rule: Penalty) -> Penalty:
+    if name in PENALTIES:
+      raise ValueError(f"halting.penalty {name!r} is already registered")
+    PENALTIES[name] = rule
+    return rule
+  return register
 
 
 def conditional_probs(scaled_logits_BxL: jax.Array, t: jax.Array, k_max: int) -> jax.Array:
@@ -87,15 +102,37 @@ def kl_to_prior(logits_BxLxK: jax.Array, depth_BxL: jax.Array, prior_K: jax.Arra
   return jnp.sum(jnp.where(reached, jnp.exp(log_w) * (log_w - log_prior_1x1xK), 0.0), axis=-1)
 
 
+@penalty_rule("ponder")
+def ponder(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
+           options: Mapping[str, Any]) -> jax.Array:
+  """ACT's ponder cost N + R."""
+  del logits_BxLxK, options
+  return ponder_cost(weights_BxLxK, depth_BxL)
+
+
+@penalty_rule("kl_geometric")
+def kl_geometric(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
+                 options: Mapping[str, Any]) -> jax.Array:
+  """KL(w || geometric(prior_lambda) prior over depths)."""
+  prior_K = depth_prior("kl_geometric", weights_BxLxK.shape[-1], options["prior_lambda"])
+  return kl_to_prior(logits_BxLxK, depth_BxL, prior_K)
+
+
+@penalty_rule("kl_uniform")
+def kl_uniform(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
+               options: Mapping[str, Any]) -> jax.Array:
+  """KL(w || uniform prior over depths)."""
+  prior_K = depth_prior("kl_uniform", weights_BxLxK.shape[-1], options["prior_lambda"])
+  return kl_to_prior(logits_BxLxK, depth_BxL, prior_K)
+
+
 def penalty(kind: str, weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
-            prior_lambda: float) -> jax.Array:
-  """Per-token compute penalty of the chosen kind (`logits`: scaled halting logits per iteration)."""
-  if kind == "ponder":
-    return ponder_cost(weights_BxLxK, depth_BxL)
-  if kind in ("kl_geometric", "kl_uniform"):
-    return kl_to_prior(logits_BxLxK, depth_BxL,
-                       depth_prior(kind, weights_BxLxK.shape[-1], prior_lambda))
-  raise ValueError(f"unknown halting.penalty {kind!r}; valid: {', '.join(PENALTIES)}")
+            options: Mapping[str, Any]) -> jax.Array:
+  """Per-token compute penalty of the registered rule `kind` (`logits`: scaled halting logits per
+  iteration; `options`: the config's halting.* fields)."""
+  if kind not in PENALTIES:
+    raise ValueError(f"unknown halting.penalty {kind!r}; valid: {', '.join(PENALTIES)}")
+  return PENALTIES[kind](weights_BxLxK, logits_BxLxK, depth_BxL, options)
 
 
 OFF_LOGIT = -30.0   # sigmoid(-30) ~ 1e-13: a halting unit held here never halts a token early

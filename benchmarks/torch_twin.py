@@ -9,7 +9,8 @@ the same logits and exactly the same per-token depths. Only benchmarks and tests
 module; the anira_jax package never imports torch (`pip install -e ".[bench]"`).
 
 Supports every variant (anira_o, anira_e, fixed, transformer), both halting outputs ("state",
-"distribution") and every penalty kind.
+"distribution") and the penalties in PENALTIES; a config asking for anything outside SUPPORTED
+(a penalty registered in anira_jax.halting but not here, say) is refused.
 """
 import math
 
@@ -65,8 +66,34 @@ class Layer(nn.Module):
     return h + x
 
 
+def ponder(weights, depth):
+  """ACT's N + R, as anira_jax.halting.ponder_cost."""
+  index = (depth.long() - 1).clamp_min(0)[..., None]
+  return depth + weights.gather(-1, index)[..., 0]
+
+
+def kl_to_prior(weights, prior):
+  """KL(w || prior) per token, in weight space."""
+  return torch.sum(torch.xlogy(weights, weights) - weights * torch.log(prior), dim=-1)
+
+
+def geometric_prior(k_max: int, prior_lambda: float):
+  """geometric(prior_lambda) over depths 1..K, truncated and renormalised."""
+  prior = prior_lambda * (1.0 - prior_lambda) ** torch.arange(k_max, dtype=torch.float32)
+  return prior / prior.sum()
+
+
+# Per-token compute penalty (weights, depth, the config's halting fields) of each halting.penalty
+# the twin implements, as the rule of that name in anira_jax.halting.PENALTIES.
+PENALTIES = {
+    "ponder": lambda weights, depth, h: ponder(weights, depth),
+    "kl_geometric": lambda weights, depth, h: kl_to_prior(
+        weights, geometric_prior(weights.shape[-1], h.prior_lambda)),
+    "kl_uniform": lambda weights, depth, h: kl_to_prior(
+        weights, torch.full((weights.shape[-1],), 1.0 / weights.shape[-1])),
+}
 # Config values the twin implements; any other value of these fields is refused.
-SUPPORTED = {"halting.penalty": ("ponder", "kl_geometric", "kl_uniform"),
+SUPPORTED = {"halting.penalty": tuple(PENALTIES),
              "halting.penalty_tokens": ("all",), "halting.input_norm": (False,),
              "model.input_injection": (False,), "model.iteration_embedding": (False,)}
 
@@ -156,20 +183,6 @@ class AniraTwin(nn.Module):
                     "iterations": self.k_max - pad}
 
 
-def penalty(kind: str, weights, depth, prior_lambda: float):
-  """Per-token compute penalty, as anira_jax.halting.penalty."""
-  if kind == "ponder":
-    index = (depth.long() - 1).clamp_min(0)[..., None]
-    return depth + weights.gather(-1, index)[..., 0]
-  k_max = weights.shape[-1]
-  if kind == "kl_uniform":
-    prior = torch.full((k_max,), 1.0 / k_max)
-  else:
-    prior = prior_lambda * (1.0 - prior_lambda) ** torch.arange(k_max, dtype=torch.float32)
-    prior = prior / prior.sum()
-  return torch.sum(torch.xlogy(weights, weights) - weights * torch.log(prior), dim=-1)
-
-
 def objective(cfg, model: AniraTwin, batch: dict, step: int):
   """Cross-entropy on answer tokens + penalty_scale * penalty over non-PAD tokens.
 
@@ -183,7 +196,7 @@ def objective(cfg, model: AniraTwin, batch: dict, step: int):
   ce = (ce_tok * answer).sum() / answer.sum()
   h = cfg.halting
   if cfg.model.variant in ("anira_o", "anira_e"):
-    pen = (penalty(h.penalty, aux["weights"], aux["depth"], h.prior_lambda) * valid).sum()
+    pen = (PENALTIES[h.penalty](aux["weights"], aux["depth"], h) * valid).sum()
     pen = pen / valid.sum()
   else:
     pen = torch.zeros(())

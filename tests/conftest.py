@@ -29,6 +29,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 import jax  # noqa: E402  (after XLA_FLAGS)
+import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -43,7 +44,7 @@ jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 from anira_jax import config as config_lib  # noqa: E402
-from anira_jax import data, model, recurrence  # noqa: E402
+from anira_jax import data, halting, model, recurrence  # noqa: E402
 
 VARIANTS = model.VARIANTS
 LOOPED = ("anira_o", "anira_e")
@@ -109,6 +110,18 @@ def tiny_config(variant: str = "anira_o", **overrides):
 @pytest.fixture(name="tiny_config")
 def tiny_config_fixture():
   return tiny_config
+
+
+@pytest.fixture
+def depth_squared_penalty():
+  """halting.penalty="depth_squared", a toy penalty (depth^2 per token) registered as a new rule
+  in halting.py would be, for one test; yields its name and unregisters it afterwards."""
+  @halting.penalty_rule("depth_squared")
+  def depth_squared(weights_BxLxK, logits_BxLxK, depth_BxL, options):
+    del weights_BxLxK, logits_BxLxK, options
+    return jnp.square(depth_BxL.astype(jnp.float32))
+  yield "depth_squared"
+  del halting.PENALTIES["depth_squared"]
 
 
 def tiny_flags(**overrides) -> list[str]:

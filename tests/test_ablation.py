@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from anira_jax import ablation, cli, config, tasks
+from anira_jax import ablation, cli, config, halting, tasks
 from conftest import run_module, stderr_lines
 
 
@@ -16,14 +16,23 @@ def _cell(task, variant, remedy, seed, acc, rho, other=0.0):
           "other_spearman": {"depth": other}}
 
 
-def test_every_remedy_sets_every_halting_field():
+def test_every_remedy_sets_every_halting_field_and_a_registered_penalty():
   # A cell's config must not depend on the config files' halting default.
   fields = set(config.default("graph", "anira_o").halting)
-  assert set(ablation.PLAIN) == fields
-  for remedy, change in ablation.REMEDIES.items():
+  for remedy, change in ablation.remedies().items():
     assert set(change) <= fields, remedy
+    assert {**config.HALTING_PLAIN, **change}["penalty"] in halting.PENALTIES, remedy
     overrides = ablation.remedy_overrides(remedy)
     assert sorted(o.split("=")[0] for o in overrides) == sorted(f"halting.{f}" for f in fields)
+
+
+def test_a_registered_penalty_is_a_remedy_of_its_own(depth_squared_penalty):
+  # The built-in penalties already have remedies (HALTING_REMEDIES): only the new one is added.
+  remedies = ablation.remedies()
+  assert list(remedies) == [*config.HALTING_REMEDIES, depth_squared_penalty]
+  assert remedies[depth_squared_penalty] == {"penalty": depth_squared_penalty}
+  overrides = ablation.remedy_overrides(depth_squared_penalty)
+  assert "halting.penalty='depth_squared'" in overrides and "halting.bias_init=0.0" in overrides
 
 
 def test_cell_metrics_on_hand_built_records():
@@ -113,11 +122,13 @@ def test_markdown_states_rule_and_guard_before_tables_and_command():
 
 
 def test_config_default_is_the_remedy_docs_halting_names():
-  # docs/halting.md is the ablation's output; every config file's halting default must match it.
+  # docs/halting.md is the ablation's output; config.HALTING_DEFAULT must name the remedy it chose,
+  # and no config file may override a halting field.
   root = os.path.join(os.path.dirname(__file__), "..")
   with open(os.path.join(root, "docs", "halting.md")) as f:
     default = re.search(r"\*\*Default: `(\w+)`\.\*\*", f.read()).group(1)
-  expected = {**ablation.PLAIN, **ablation.REMEDIES[default]}
+  assert config.HALTING_DEFAULT == default
+  expected = {**config.HALTING_PLAIN, **config.HALTING_REMEDIES[default]}
   paths = glob.glob(os.path.join(root, "configs", "*.py"))
   assert paths
   for path in paths:

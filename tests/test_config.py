@@ -89,3 +89,12 @@ def test_tiny_config_overrides_validate():
   c = tiny_config("transformer", model__k_max=2)
   assert config.validate(c).name == "sorting"
   assert c.model.k_max == 2 and c.model.variant == "transformer"
+
+
+def test_a_registered_penalty_is_valid_and_the_error_lists_the_registry(depth_squared_penalty):
+  assert config.validate(tiny_config(halting__penalty=depth_squared_penalty)).name == "sorting"
+  c = tiny_config()
+  c.halting.penalty = "l2"
+  with pytest.raises(config.ConfigError, match="unknown halting.penalty 'l2'; valid .*: ponder, "
+                                               "kl_geometric, kl_uniform, depth_squared$"):
+    config.validate(c)

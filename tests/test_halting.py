@@ -1,4 +1,6 @@
-"""halting.py: the ACT rule, output weights, penalties and the penalty schedule, by hand."""
+"""halting.py: the ACT rule, output weights, penalties and the penalty schedule, by hand; a
+penalty registered with @penalty_rule is trained on."""
+import json
 import math
 
 import jax
@@ -6,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anira_jax import halting
+from anira_jax import halting, train
 from conftest import VARIANTS, forward, random_params, tiny_batch, tiny_config
 
 
@@ -104,7 +106,8 @@ def test_ponder_cost_hand_computed():
   w = f32(0.5, 0.3, 0.2, 0.0)[None, None].repeat(3, axis=1)  # [1, 3, 4]
   depth = jnp.asarray([[3, 1, 0]])
   np.testing.assert_allclose(halting.ponder_cost(w, depth), [[3.2, 1.5, 0.5]], rtol=1e-6)
-  np.testing.assert_allclose(halting.penalty("ponder", w, jnp.zeros_like(w), depth, 0.2),
+  np.testing.assert_allclose(halting.penalty("ponder", w, jnp.zeros_like(w), depth,
+                                             {"prior_lambda": 0.2}),
                              [[3.2, 1.5, 0.5]], rtol=1e-6)
 
 
@@ -123,7 +126,8 @@ def test_geometric_prior_hand_computed():
 
 def _kl(kind, logits, depth, prior_lambda):
   logits = jnp.asarray(logits, jnp.float32)
-  return halting.penalty(kind, jnp.zeros_like(logits), logits, jnp.asarray(depth), prior_lambda)
+  return halting.penalty(kind, jnp.zeros_like(logits), logits, jnp.asarray(depth),
+                         {"prior_lambda": prior_lambda})
 
 
 def test_log_weights_hand_computed():
@@ -197,7 +201,34 @@ def test_penalty_scale_no_warmup_is_full_from_start():
 def test_unknown_penalty_raises():
   with pytest.raises(ValueError, match=r"unknown halting.penalty 'l2'.*ponder, kl_geometric"):
     halting.penalty("l2", jnp.zeros((1, 1, 2)), jnp.zeros((1, 1, 2)), jnp.ones((1, 1), jnp.int32),
-                    0.2)
+                    {"prior_lambda": 0.2})
+
+
+def test_penalties_are_the_registered_rules():
+  assert list(halting.PENALTIES) == ["ponder", "kl_geometric", "kl_uniform"]
+  with pytest.raises(ValueError, match="halting.penalty 'ponder' is already registered"):
+    halting.penalty_rule("ponder")(lambda w, z, n, options: n)
+  assert halting.PENALTIES["ponder"] is halting.ponder
+
+
+def test_a_registered_penalty_is_what_training_adds_to_the_loss(tmp_path, depth_squared_penalty):
+  # Steps 1-3 run with the halting unit off (halting.depth_warmup), so every token has depth
+  # k_max = 4 and the toy penalty is 16 (the ponder cost would be about 5); from step 4 on depths
+  # vary, and over answer tokens the penalty is their mean squared depth.
+  cfg = tiny_config(halting__penalty=depth_squared_penalty, halting__penalty_tokens="answer",
+                    halting__depth_warmup=3, train__steps=5, train__log_every=1)
+  train.train_and_evaluate(cfg, str(tmp_path))
+  logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in logs] == [1, 2, 3, 4, 5]
+  for m in logs:
+    assert m["penalty_scale"] == pytest.approx(cfg.halting.penalty_weight)
+    assert m["loss"] == pytest.approx(m["ce"] + m["penalty_scale"] * m["penalty"], rel=1e-6)
+  for m in logs[:3]:
+    assert m["depth_fraction"] == [0.0, 0.0, 0.0, 1.0]
+    assert m["penalty"] == pytest.approx(16.0, rel=1e-6)
+  for m in logs[3:]:
+    assert m["depth_std"] > 0
+    assert m["penalty"] == pytest.approx(m["mean_depth"] ** 2 + m["depth_std"] ** 2, rel=1e-5)
 
 
 def test_switched_off_holds_logits_then_returns_params_unchanged():

@@ -76,7 +76,7 @@ def test_penalty_averages_over_real_tokens_only(penalty):
   _, aux = objective(cfg, params, batch)
   _, final = forward(cfg, params, batch["inputs"], "scan")
   per_token = np.asarray(halting.penalty(penalty, final.weights_BxLxK, final.logits_BxLxK,
-                                         final.depth_BxL, cfg.halting.prior_lambda))
+                                         final.depth_BxL, cfg.halting))
   valid = batch["inputs"] != PAD
   assert (~valid).sum() > 0
   np.testing.assert_array_equal(per_token[~valid], 0.0)   # PAD: depth 0, no weights
@@ -91,7 +91,7 @@ def test_penalty_on_answer_tokens_only():
   _, aux = objective(cfg, params, batch)
   _, final = forward(cfg, params, batch["inputs"], "scan")
   per_token = np.asarray(halting.penalty("ponder", final.weights_BxLxK, final.logits_BxLxK,
-                                         final.depth_BxL, cfg.halting.prior_lambda))
+                                         final.depth_BxL, cfg.halting))
   answer = batch["loss_mask"]
   got = float(aux["mean"]["penalty"])
   assert got == pytest.approx(per_token[answer].mean(), rel=1e-5)

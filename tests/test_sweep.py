@@ -26,7 +26,7 @@ def test_config_for_reads_the_repository_configs_from_any_directory(tmp_path, mo
 
 
 def test_remedies_reach_the_config_with_their_types():
-  for remedy, options in ablation.REMEDIES.items():
+  for remedy, options in ablation.remedies().items():
     cfg = sweep.config_for("sorting", "anira_o", 0, ablation.remedy_overrides(remedy))
     assert {k: cfg.halting[k] for k in options} == options, remedy
 

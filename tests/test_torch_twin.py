@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from anira_jax import config as config_lib, data, optimizer, runs, train  # noqa: E402
+from anira_jax import config as config_lib, data, halting, optimizer, runs, train  # noqa: E402
 from anira_jax.parallel import DataParallel  # noqa: E402
 from benchmarks import torch_twin  # noqa: E402
 
@@ -57,6 +57,20 @@ def test_forward_matches(variant, output):
     early = {**params, "halt": {**params["halt"], "bias": params["halt"]["bias"] + 10.0}}
     r = torch_twin.check_parity(cfg, early, inputs, predict)
     assert r["faithful"] and r["iterations"] == r["jax_iterations"] == 1, r
+
+
+def test_twin_implements_registered_penalties_only():
+  assert set(torch_twin.PENALTIES) <= set(halting.PENALTIES)
+  assert torch_twin.SUPPORTED["halting.penalty"] == tuple(torch_twin.PENALTIES)
+
+
+def test_twin_refuses_a_registered_penalty_it_does_not_implement(depth_squared_penalty):
+  cfg = tiny_config(penalty=depth_squared_penalty)
+  config_lib.validate(cfg)                      # a valid anira_jax config
+  assert torch_twin.check_supported(cfg) == ["halting.penalty='depth_squared'"]
+  refusal = r"^the PyTorch twin does not implement halting.penalty='depth_squared'$"
+  with pytest.raises(NotImplementedError, match=refusal):
+    torch_twin.AniraTwin(cfg, vocab_size=8)
 
 
 def test_params_round_trip():
