@@ -84,7 +84,7 @@ def load(workdir: str) -> dict:
 
 def label(cfg) -> str:
   """A group's name: the variant, and the depth of a fixed-depth baseline (`fixed_k4`)."""
-  return cfg.model.variant if cfg.model.variant in model.ADAPTIVE else (
+  return cfg.model.variant if model.variant(cfg.model).adaptive else (
       f"{cfg.model.variant}_k{cfg.model.k_max}")
 
 
@@ -119,7 +119,7 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
                                               cfg.model.k_max)["depth_hist"]
   return {
       "task": task.name, "variant": cfg.model.variant, "label": label(cfg),
-      "adaptive": cfg.model.variant in model.ADAPTIVE,
+      "adaptive": model.variant(cfg.model).adaptive,
       "seeds": [int(r["config"].seed) for r in group], "workdirs": [r["workdir"] for r in group],
       "steps": [r["eval"]["step"] for r in group], "train_sizes": list(cfg.task.train_sizes),
       "k_max": cfg.model.k_max, "main_feature": task.main_feature,

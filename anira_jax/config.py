@@ -56,8 +56,7 @@ class ConfigError(cli.UserError, ValueError):
 
 def default(task: str, variant: str) -> ml_collections.ConfigDict:
   """Tiny CPU defaults shared by every task; a config file then sets the task's sizes."""
-  if variant not in VARIANTS:
-    raise ConfigError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+  _check_variant(variant)
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -114,6 +113,11 @@ def _check(ok: bool, message: str) -> None:
     raise ConfigError(message)
 
 
+def _check_variant(name: str) -> None:
+  """Raises ConfigError unless `name` is a key of model.VARIANTS."""
+  _check(name in VARIANTS, f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
+
+
 def _sizes(value, name: str) -> tuple[int, ...]:
   try:
     sizes = tuple(int(v) for v in value)
@@ -130,8 +134,7 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   m, h = c.model, c.halting
-  _check(m.variant in VARIANTS,
-         f"unknown variant {m.variant!r}; valid variants: {', '.join(VARIANTS)}")
+  _check_variant(m.variant)
   train = _sizes(c.task.train_sizes, "task.train_sizes")
   _check(len(train) == 2, f"task.train_sizes is (min, max), got {c.task.train_sizes!r}")
   lo, hi = train

@@ -41,7 +41,7 @@ def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict,
                                 batch["targets"][..., None], axis=-1)[..., 0]
   ce = jnp.sum(ce_BxL * answer_BxL) / _mean_count(answer_BxL, axis_name)
   h = cfg.halting
-  if cfg.model.variant in model.ADAPTIVE:
+  if model.variant(cfg.model).adaptive:
     pen_BxL = halting.penalty(h.penalty, final.weights_BxLxK, final.logits_BxLxK,
                               final.depth_BxL, h)
     pen = jnp.sum(pen_BxL * penalised_BxL) / _mean_count(penalised_BxL, axis_name)

@@ -5,12 +5,16 @@ below apply its parts. `recurrence.py` iterates `block` and `halting.py` turns `
 decisions, so the model never knows how often its block runs; `compaction.py` runs the layer's
 parts (`project`, `attend`, `update`) on the tokens still active.
 
-params = {"embed", "prelude": [layer, ...], "core": layer | layers stacked on axis 0 (transformer),
-          "halt": dense (anira_o: D -> 1, anira_e: D -> K_max), with "norm" when its input is
-                  normalised (halting.input_norm),
+Each variant is described once, by a `Variant` in `VARIANTS`; the recurrence, the loss and
+training read that description (`variant(cfg)`), never the variant's name.
+
+params = {"embed", "prelude": [layer, ...], "core": layer | layers stacked on axis 0 (stacked core),
+          "halt": dense (early halting: D -> K_max, otherwise D -> 1), with "norm" when its input
+                  is normalised (halting.input_norm),
           "iteration": [K_max, D] (model.iteration_embedding only), "readout": {"norm", "out"}}
 """
-from typing import Any
+import dataclasses
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -18,8 +22,32 @@ import jax.numpy as jnp
 import ml_collections
 
 Params = Any
-VARIANTS = ("anira_o", "anira_e", "fixed", "transformer")
-ADAPTIVE = ("anira_o", "anira_e")   # per-token depth; the others always run k_max iterations
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """What a variant is, read in place of its name (`variant(cfg)`)."""
+  # Where the halting logits come from: "online", the state after each iteration through a D -> 1
+  # head; "early", the prelude output, all K_max at once through a D -> K_max head; None, nowhere
+  # (fixed depth: every token runs k_max iterations).
+  halting: Literal["online", "early"] | None
+  stacked: bool  # the core is k_max distinct layers, layer t at iteration t; else one shared layer
+
+  @property
+  def adaptive(self) -> bool:
+    """Per-token depth, and with it the compute penalty."""
+    return self.halting is not None
+
+
+VARIANTS = {"anira_o": Variant(halting="online", stacked=False),
+            "anira_e": Variant(halting="early", stacked=False),
+            "fixed": Variant(halting=None, stacked=False),
+            "transformer": Variant(halting=None, stacked=True)}
+
+
+def variant(cfg: ml_collections.ConfigDict) -> Variant:
+  """The description of the model config's variant."""
+  return VARIANTS[cfg.variant]
 
 
 def rope(x_NxHxK: jax.Array, positions_N: jax.Array, base: float = 10_000.0) -> jax.Array:
@@ -87,7 +115,7 @@ def _layer(cfg: ml_collections.ConfigDict) -> Layer:
 
 
 def _halt_outputs(cfg: ml_collections.ConfigDict) -> int:
-  return cfg.k_max if cfg.variant == "anira_e" else 1
+  return cfg.k_max if variant(cfg).halting == "early" else 1
 
 
 def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
@@ -97,9 +125,9 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
   k_embed, k_prelude, k_core, k_halt, k_norm, k_out = jax.random.split(rng, 6)
   h_1x1xD = jnp.zeros((1, 1, cfg.d_model))
   init_layer = lambda k: _layer(cfg).init(k, h_1x1xD)["params"]
-  core_keys = jax.random.split(k_core, cfg.k_max if cfg.variant == "transformer" else 1)
-  core = jax.vmap(init_layer)(core_keys)
-  if cfg.variant != "transformer":
+  stacked = variant(cfg).stacked
+  core = jax.vmap(init_layer)(jax.random.split(k_core, cfg.k_max if stacked else 1))
+  if not stacked:
     core = jax.tree.map(lambda p: p[0], core)
   halt = nn.Dense(_halt_outputs(cfg), bias_init=nn.initializers.constant(halt_bias))
   params = {
@@ -132,7 +160,7 @@ def block(cfg: ml_collections.ConfigDict, params: Params, h_BxLxD: jax.Array,
           t: jax.Array) -> jax.Array:
   """Iteration t (0-based) of the core: the shared layer, or layer t of a standard stack."""
   core = params["core"]
-  if cfg.variant == "transformer":
+  if variant(cfg).stacked:
     core = jax.tree.map(lambda p: jnp.asarray(p)[t], core)  # p may be a host (NumPy) array
   return _layer(cfg).apply({"params": core}, h_BxLxD)
 
@@ -150,7 +178,7 @@ def update(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
 
 
 def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:
-  """Halting logits: [B, L, 1] from a state (anira_o) or [B, L, K_max] from the prelude (anira_e),
+  """Halting logits: [B, L, 1] from a state (online) or [B, L, K_max] from the prelude (early),
   through a LayerNorm first when the unit has one."""
   unit = params["halt"]
   if "norm" in unit:

@@ -10,6 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 import numpy as np
 
+from anira_jax import model
+
 LABELS = {"anira_o": "ANIRA-O (online)", "anira_e": "ANIRA-E (early)", "fixed": "fixed depth",
           "transformer": "Transformer"}
 COLORS = {"anira_o": "C0", "anira_e": "C1", "fixed": "C2", "transformer": "C3"}
@@ -134,13 +136,20 @@ def _finish(ax, xlabel: str, ylabel: str, ylim: tuple[float, float], title: str)
   ax.set_title(title)
 
 
+def fixed_curve(groups: list[dict]) -> list[dict]:
+  """The groups of fixed-depth runs of the shared block (one per trained k), by k."""
+  fixed = [g for g in groups if not (model.VARIANTS[g["variant"]].adaptive
+                                     or model.VARIANTS[g["variant"]].stacked)]
+  return sorted(fixed, key=lambda g: g["k_max"])
+
+
 def accuracy_vs_compute(task: str, groups: list[dict]) -> Figure:
   """In-distribution sequence accuracy against mean iterations per answer token: fixed-depth
   baselines trained at each k as a curve, adaptive runs as points, and each adaptive run forced
   to halt every token at k (dashed)."""
   fig, (ax,) = _figure(width=6.5)
   acc = lambda g: g["in_distribution"]["sequence_accuracy"]
-  fixed = sorted((g for g in groups if g["variant"] == "fixed"), key=lambda g: g["k_max"])
+  fixed = fixed_curve(groups)
   if fixed:
     ax.errorbar([g["k_max"] for g in fixed], [acc(g)["mean"] for g in fixed],
                 yerr=[acc(g)["std"] for g in fixed], capsize=3, color=COLORS["fixed"],

@@ -37,7 +37,7 @@ class State(NamedTuple):
 
 class Context(NamedTuple):
   """What every iteration reads besides the state; fixed for the whole recurrence."""
-  early_BxLxK: jax.Array          # anira_e's halting logits, decided from the prelude
+  early_BxLxK: jax.Array          # early halting logits, decided from the prelude
   inject_BxLxD: jax.Array | None  # the prelude output, re-added at each iteration (or None)
   halt_at: jax.Array | None       # int32 k: every token halts at iteration k; None: the rule
 
@@ -58,10 +58,12 @@ def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: i
 
 def halt_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
                 ctx: Context, t: jax.Array) -> jax.Array:
-  """Where the decision comes from: the current state (O), the prelude (E), or nowhere (fixed)."""
-  if cfg.model.variant == "anira_o":
+  """Where the decision comes from (model.Variant.halting): the current state (online), the
+  prelude (early), or nowhere (fixed depth)."""
+  source = model.variant(cfg.model).halting
+  if source == "online":
     return model.halt_logits(params, h_BxLxD)[..., 0]
-  if cfg.model.variant == "anira_e":
+  if source == "early":
     return jax.lax.dynamic_index_in_dim(ctx.early_BxLxK, t, axis=-1, keepdims=False)
   return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
 
@@ -136,7 +138,7 @@ def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Conte
                 s: State) -> State:
   """run_while, with each iteration's block run only on the tokens that need it (compaction.py);
   equal to the other drivers up to float rounding."""
-  if cfg.model.variant == "transformer" or cfg.model.iteration_embedding:
+  if model.variant(cfg.model).stacked or cfg.model.iteration_embedding:
     raise ValueError("mode 'compact' reuses keys and values across iterations of one shared "
                      "block; the transformer baseline has a layer per iteration, and "
                      "model.iteration_embedding changes the block input at each: use 'while'")
@@ -164,7 +166,7 @@ def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxL
   `halt_at` = k forces every token to halt at iteration k (1 <= k <= K_max)."""
   h0 = model.prelude(cfg.model, params, x_BxLxD)
   B, L, _ = h0.shape
-  early = (model.halt_logits(params, h0) if cfg.model.variant == "anira_e"
+  early = (model.halt_logits(params, h0) if model.variant(cfg.model).halting == "early"
            else jnp.zeros((B, L, cfg.model.k_max)))
   ctx = Context(early, h0 if cfg.model.input_injection else None, halt_at)
   out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]

@@ -11,6 +11,7 @@ DIR/plots/) and DIR/findings.json: for each finding its measured numbers and whe
 the rules below (docs/design.md, "Findings and the rules that decide them"). `ci` is a tiny smoke
 run whose findings mean nothing; `cpu` is the reproduction, sized for an hour on 2 CPU cores.
 """
+from collections.abc import Callable
 import dataclasses
 import json
 import os
@@ -23,10 +24,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from anira_jax import analyze, cli, sweep
+from anira_jax import analyze, cli, model, plots, sweep
 
 TASKS = ("graph", "modarith")   # the depth-necessary families (docs/design.md)
-ADAPTIVE = ("anira_e", "anira_o")
+ADAPTIVE = tuple(sorted(name for name, v in model.VARIANTS.items() if v.adaptive))
 FIXED_DEPTHS = (1, 2, 4)         # the fixed baseline is also trained at the config's k_max
 
 
@@ -161,21 +162,8 @@ def alignment(groups: dict[str, dict]) -> dict:
 
 
 def no_extrapolation(groups: dict[str, dict]) -> dict:
-  cases = {}
-  for key, g in sorted(groups.items()):
-    if g["variant"] not in ("anira_o", "anira_e"):
-      continue
-    inside, outside = g["in_distribution"], g["out_of_distribution"]
-    case = {"sequence_accuracy_in": inside["sequence_accuracy"]["mean"],
-            "sequence_accuracy_out": outside["sequence_accuracy"]["mean"],
-            "mean_depth_in": inside["mean_depth"]["mean"],
-            "mean_depth_out": outside["mean_depth"]["mean"]}
-    case["holds"] = (
-        case["sequence_accuracy_in"] >= LEARNED_ACCURACY
-        and case["sequence_accuracy_out"] <= OOD_ACCURACY_RATIO * case["sequence_accuracy_in"]
-        and case["mean_depth_out"] >= case["mean_depth_in"])
-    cases[key] = case
-  return {**cases, "holds": bool(cases) and all(c["holds"] for c in cases.values())}
+  return _collapses(groups, "sequence_accuracy_out",
+                    lambda g: _range_mean(g, "out_of_distribution", "sequence_accuracy"))
 
 
 def decision_timing(groups: dict[str, dict]) -> dict:
@@ -211,19 +199,25 @@ def needed_alignment(groups: dict[str, dict]) -> dict:
 
 
 def needed_no_extrapolation(groups: dict[str, dict]) -> dict:
+  best_forced = lambda g: float(np.max(np.mean([g["forced"][size]["forced_sequence_accuracy"]
+                                                for size in _in_sizes(g, False)], axis=0)))
+  return _collapses(groups, "best_forced_sequence_accuracy_out", best_forced)
+
+
+def _collapses(groups: dict[str, dict], name: str, accuracy_out: Callable[[dict], float]) -> dict:
+  """Per adaptive group: the training range was learned, the accuracy out of distribution
+  (`accuracy_out`, reported as `name`) is at most OOD_ACCURACY_RATIO of the one in distribution,
+  and the mean depth out of distribution is at least the one in distribution."""
   cases = {}
   for key, g in sorted(groups.items()):
-    if g["variant"] not in ADAPTIVE:
+    if not g["adaptive"]:
       continue
-    forced_out = np.mean([g["forced"][size]["forced_sequence_accuracy"]
-                          for size in _in_sizes(g, False)], axis=0)
     case = {"sequence_accuracy_in": _range_mean(g, "in_distribution", "sequence_accuracy"),
-            "best_forced_sequence_accuracy_out": float(forced_out.max()),
+            name: accuracy_out(g),
             "mean_depth_in": _range_mean(g, "in_distribution", "mean_depth"),
             "mean_depth_out": _range_mean(g, "out_of_distribution", "mean_depth")}
     case["holds"] = (case["sequence_accuracy_in"] >= LEARNED_ACCURACY
-                     and case["best_forced_sequence_accuracy_out"]
-                     <= OOD_ACCURACY_RATIO * case["sequence_accuracy_in"]
+                     and case[name] <= OOD_ACCURACY_RATIO * case["sequence_accuracy_in"]
                      and case["mean_depth_out"] >= case["mean_depth_in"])
     cases[key] = case
   return {**cases, "holds": bool(cases) and all(c["holds"] for c in cases.values())}
@@ -246,10 +240,8 @@ def needed_decision_timing(groups: dict[str, dict]) -> dict:
 def allocation_pays(groups: dict[str, dict]) -> dict:
   cases = {}
   for key, g in sorted(groups.items()):
-    fixed = sorted((f for f in groups.values()
-                    if f["task"] == g["task"] and f["variant"] == "fixed"),
-                   key=lambda f: f["k_max"])
-    if g["variant"] not in ADAPTIVE or not fixed:
+    fixed = plots.fixed_curve([f for f in groups.values() if f["task"] == g["task"]])
+    if not g["adaptive"] or not fixed:
       continue
     depth = _range_mean(g, "in_distribution", "mean_depth")
     curve = float(np.interp(depth, [f["k_max"] for f in fixed],

@@ -201,7 +201,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
         if is_main:
           _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
         say(_format(done, metrics))
-        if cfg.model.variant in model.ADAPTIVE and (warning := monitor(done, metrics)):
+        if model.variant(cfg.model).adaptive and (warning := monitor(done, metrics)):
           say(warning)
       if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stopping:
         host = parallel.get_state(state)

@@ -1,11 +1,13 @@
-"""model.py: parameter layout per variant, rotary embeddings, and the core layer indexing."""
+"""model.py: the variant descriptions, parameter layout per variant, rotary embeddings, and the
+core layer indexing."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anira_jax import model
-from conftest import VARIANTS, random_params, tiny_config
+from anira_jax import losses, model, recurrence
+from anira_jax.tasks.base import PAD
+from conftest import VARIANTS, forward, random_params, tiny_batch, tiny_config
 
 VOCAB = 18  # sorting with 16 values + PAD + SEP
 
@@ -44,6 +46,46 @@ def test_param_shapes(variant):
   assert _shapes(params["halt"]) == {"kernel": (m.d_model, halt_out), "bias": (halt_out,)}
   assert _shapes(params["readout"]) == {"norm": {"scale": (m.d_model,), "bias": (m.d_model,)},
                                         "out": {"kernel": (m.d_model, VOCAB), "bias": (VOCAB,)}}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_description_is_what_the_model_does(name):
+  """model.VARIANTS[name] against the parameters, the recurrence and the loss of that variant."""
+  cfg = tiny_config(name)
+  v, m = model.VARIANTS[name], cfg.model
+  assert model.variant(m) is v
+  params = random_params(cfg)
+  batch = tiny_batch(cfg)
+  valid = batch["inputs"] != PAD
+  # The core: k_max distinct layers, or one layer shared by every iteration.
+  assert params["core"]["qkv"]["kernel"].shape[:1] == ((m.k_max,) if v.stacked else (m.d_model,))
+  h = jax.random.normal(jax.random.key(8), (2, 5, m.d_model))
+  assert (not np.array_equal(model.block(m, params, h, 0), model.block(m, params, h, 1))
+          == v.stacked)
+  if v.stacked:
+    with pytest.raises(ValueError, match="compact"):
+      recurrence.forward(cfg, params, batch["inputs"], "compact")
+  # The halting logits: from the state after the iteration, from the prelude, or none at all.
+  assert params["halt"]["kernel"].shape == (m.d_model, m.k_max if v.halting == "early" else 1)
+  h0 = model.prelude(m, params, model.embed(params, batch["inputs"]))
+  _, final = forward(cfg, params, batch["inputs"])
+  source = {"online": lambda: model.halt_logits(params, model.block(m, params, h0, 0)),
+            "early": lambda: model.halt_logits(params, h0),
+            None: lambda: jnp.full(h0.shape[:2] + (1,), -jnp.inf)}[v.halting]()
+  np.testing.assert_allclose(np.asarray(final.logits_BxLxK)[..., 0][valid],
+                             np.asarray(source[..., 0] / cfg.halting.temperature)[valid],
+                             rtol=1e-5, atol=1e-5)
+  if v.halting == "early":   # every column is decided before the first iteration
+    ran = np.asarray(final.depth_BxL)[..., None] > np.arange(m.k_max)
+    np.testing.assert_allclose(np.asarray(final.logits_BxLxK)[ran], np.asarray(source)[ran],
+                               rtol=1e-5, atol=1e-5)
+  # Adaptive depth: a halting unit that says "halt" stops every token after one iteration; the
+  # fixed-depth variants ignore it and run k_max. The compute penalty applies only when adaptive.
+  eager = random_params(cfg, halt_bias=30.0)
+  depth = np.asarray(forward(cfg, eager, batch["inputs"], "while")[1].depth_BxL)
+  np.testing.assert_array_equal(depth[valid], 1 if v.adaptive else m.k_max)
+  _, metrics = losses.objective(cfg, params, batch, jnp.asarray(0))
+  assert (float(metrics["mean"]["penalty"]) > 0) == v.adaptive
 
 
 @pytest.mark.parametrize("bias", [-3.0, 0.5])

@@ -89,6 +89,7 @@ def _group(task: str, variant: str, rho=0.0, acc=(1.0, 0.0), depth=(3.0, 3.5), r
   ms = lambda mean: {"mean": mean, "std": 0.0}
   main = {"modarith": "pending", "graph": "frontier_size"}[task]
   return {"task": task, "variant": variant, "main_feature": main, "k_max": k_max,
+          "adaptive": variant != "fixed",
           "spearman": {main: {"rho": ms(rho)}}, "needed": {"spearman": {"rho": ms(needed_rho)}},
           "in_distribution": {"sequence_accuracy": ms(acc[0]), "mean_depth": ms(depth[0])},
           "out_of_distribution": {"sequence_accuracy": ms(acc[1]), "mean_depth": ms(depth[1])},
