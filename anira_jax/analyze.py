@@ -21,8 +21,9 @@ from absl import flags
 import jax
 import numpy as np
 
-from anira_jax import (analysis, checkpoint, cli, config as config_lib, evaluate, model, plots,
-                       runs, tasks)
+from anira_jax import (checkpoint, cli, config as config_lib, evaluate, model, plots, runs,
+                       stats, tasks)
+from anira_jax.errors import UserError
 
 # Runs of one (task, variant) are pooled over seeds; they may differ in these fields too.
 POOLED = ("seed", "train.log_every", "train.eval_every", "train.checkpoint_every", "parallel.")
@@ -39,9 +40,9 @@ def check_runs(groups: dict[str, list[dict]]) -> None:
                                        config_lib.with_schedule(run["config"]))
       fields = [f"{k} {a!r} vs {b!r}" for k, a, b in changed if not config_lib.covered(k, POOLED)]
       if fields:
-        raise cli.UserError(f"runs of {key} differ in more than the seed, so they are not pooled: "
-                            f"{first['workdir']} vs {run['workdir']}: {', '.join(fields)}; "
-                            "analyse them in separate commands")
+        raise UserError(f"runs of {key} differ in more than the seed, so they are not pooled: "
+                        f"{first['workdir']} vs {run['workdir']}: {', '.join(fields)}; "
+                        "analyse them in separate commands")
     for run in group:
       latest = checkpoint.manager(run["workdir"], create=False).latest_step()
       if latest is not None and latest > run["eval"]["step"]:
@@ -53,27 +54,27 @@ def check_runs(groups: dict[str, list[dict]]) -> None:
 def load(workdir: str) -> dict:
   """{"workdir", "config", "eval", "records"} of a run; UserError naming what is missing."""
   if not os.path.isdir(workdir):
-    raise cli.UserError(f"workdir {workdir!r} does not exist; train a run there with "
-                        f"python -m anira_jax.main --config=configs/<task>.py --workdir={workdir}")
+    raise UserError(f"workdir {workdir!r} does not exist; train a run there with "
+                    f"python -m anira_jax.main --config=configs/<task>.py --workdir={workdir}")
   cfg = runs.load_config(workdir)
   missing = [n for n in ("eval.json", "tokens.npz") if not os.path.isfile(os.path.join(workdir, n))]
   if missing:
-    raise cli.UserError(f"{workdir} is missing {' and '.join(missing)}; write "
-                        f"{'them' if len(missing) > 1 else 'it'} with "
-                        f"python -m anira_jax.evaluate --workdir={workdir}")
+    raise UserError(f"{workdir} is missing {' and '.join(missing)}; write "
+                    f"{'them' if len(missing) > 1 else 'it'} with "
+                    f"python -m anira_jax.evaluate --workdir={workdir}")
   rewrite = f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}"
   result = cli.read_json(os.path.join(workdir, "eval.json"), rewrite)
   try:
     records = evaluate.load_records(workdir)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise cli.UserError(f"cannot read {workdir}/tokens.npz ({type(e).__name__}); "
-                        f"{rewrite}") from None
+    raise UserError(f"cannot read {workdir}/tokens.npz ({type(e).__name__}); "
+                    f"{rewrite}") from None
   if not records["in_distribution"].any():
-    raise cli.UserError(f"{workdir} has no evaluation size within task.train_sizes, where "
-                        "alignment is measured; add one to task.eval_sizes and re-evaluate")
+    raise UserError(f"{workdir} has no evaluation size within task.train_sizes, where "
+                    "alignment is measured; add one to task.eval_sizes and re-evaluate")
   if "needed_depth" not in records:
-    raise cli.UserError(f"{workdir}/tokens.npz has no needed depth (written by an older version); "
-                        f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}")
+    raise UserError(f"{workdir}/tokens.npz has no needed depth (written by an older version); "
+                    f"rewrite it with python -m anira_jax.evaluate --workdir={workdir}")
   history = os.path.join(workdir, "evals.jsonl")
   evals = []
   if os.path.isfile(history):
@@ -101,19 +102,19 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
   cfg = group[0]["config"]
   shape = lambda c: (tuple(c.task.train_sizes), tuple(c.task.eval_sizes), c.model.k_max)
   if any(shape(r["config"]) != shape(cfg) for r in group):
-    raise cli.UserError(f"runs of {cfg.task.name}/{cfg.model.variant} differ in task.train_sizes, "
-                        f"task.eval_sizes or model.k_max: {[r['workdir'] for r in group]}")
+    raise UserError(f"runs of {cfg.task.name}/{cfg.model.variant} differ in task.train_sizes, "
+                    f"task.eval_sizes or model.k_max: {[r['workdir'] for r in group]}")
   task = tasks.get(cfg.task.name, **cfg.task.options)
-  inside = [analysis.select(r["records"], r["records"]["in_distribution"]) for r in group]
-  outside = [analysis.select(r["records"], ~r["records"]["in_distribution"]) for r in group]
+  inside = [stats.select(r["records"], r["records"]["in_distribution"]) for r in group]
+  outside = [stats.select(r["records"], ~r["records"]["in_distribution"]) for r in group]
   spearman = {}
   for name, kind in task.feature_kinds.items():
-    pairs = [(r["depth"], r[f"feature/{name}"], analysis.example_ids(r)) for r in inside]
-    _, low, high = analysis.mean_spearman_ci(pairs, resamples=resamples)
-    per_seed = [analysis.spearman(x, y) for x, y, _ in pairs]
+    pairs = [(r["depth"], r[f"feature/{name}"], stats.example_ids(r)) for r in inside]
+    _, low, high = stats.mean_spearman_ci(pairs, resamples=resamples)
+    per_seed = [stats.spearman(x, y) for x, y, _ in pairs]
     spearman[name] = {"kind": kind, "rho": mean_std(per_seed), "ci95": [low, high],
                       "per_seed": per_seed}
-  regressions = [analysis.regression(r, task.feature_kinds) for r in inside]
+  regressions = [stats.regression(r, task.feature_kinds) for r in inside]
   ranges = [evaluate.range_means(r["eval"]) for r in group]
   hist = lambda depth: evaluate.depth_summary(depth, np.ones(depth.shape, bool),
                                               cfg.model.k_max)["depth_hist"]
@@ -132,7 +133,7 @@ def group_summary(group: list[dict], resamples: int = 200) -> dict:
          for rng in evaluate.RANGES},
       "spearman": spearman,
       "regression": {k: mean_std([x[k] for x in regressions]) for k in regressions[0]},
-      "depth_by_feature": {"feature": task.main_feature, **analysis.depth_by_value(
+      "depth_by_feature": {"feature": task.main_feature, **stats.depth_by_value(
           _concat(inside, "depth"), _concat(inside, f"feature/{task.main_feature}"))},
       "depth_hist": {"in_distribution": hist(_concat(inside, "depth")),
                      "out_of_distribution": hist(_concat(outside, "depth"))},
@@ -149,14 +150,14 @@ def needed_summary(group: list[dict], inside: list[dict], resamples: int) -> dic
   distribution, the waste (own - needed), Spearman(own, needed) with a bootstrap interval over
   examples, and the in-distribution sequence accuracy at each forced depth."""
   k_max = group[0]["config"].model.k_max
-  matched = [analysis.select(r, r["needed_depth"] > 0) for r in inside]
-  pairs = [(r["depth"], r["needed_depth"], analysis.example_ids(r)) for r in matched]
-  rho, low, high = analysis.mean_spearman_ci(pairs, resamples=resamples)
+  matched = [stats.select(r, r["needed_depth"] > 0) for r in inside]
+  pairs = [(r["depth"], r["needed_depth"], stats.example_ids(r)) for r in matched]
+  rho, low, high = stats.mean_spearman_ci(pairs, resamples=resamples)
   per_run = lambda fn: mean_std([fn(r) for r in matched])
   forced = [np.mean([m["forced_sequence_accuracy"] for m in r["eval"]["sizes"].values()
                      if m["in_distribution"]], axis=0) for r in group]
   return {
-      "spearman": {"rho": mean_std([analysis.spearman(x, y) for x, y, _ in pairs]),
+      "spearman": {"rho": mean_std([stats.spearman(x, y) for x, y, _ in pairs]),
                    "ci95": [low, high], "mean_of_seeds": rho},
       "mean": per_run(lambda r: float(r["needed_depth"].mean())),
       "std": per_run(lambda r: float(r["needed_depth"].std())),
@@ -167,7 +168,7 @@ def needed_summary(group: list[dict], inside: list[dict], resamples: int) -> dic
       "hist": evaluate.depth_summary(_concat(matched, "needed_depth"),
                                      np.ones(_concat(matched, "depth").shape, bool),
                                      k_max)["depth_hist"],
-      "own_by_needed": analysis.depth_by_value(_concat(matched, "depth"),
+      "own_by_needed": stats.depth_by_value(_concat(matched, "depth"),
                                                _concat(matched, "needed_depth")),
       "forced_sequence_accuracy": {"mean": np.mean(forced, axis=0).tolist(),
                                    "std": np.std(forced, axis=0).tolist()},

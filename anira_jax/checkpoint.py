@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 
 
 def manager(workdir: str, create: bool = True) -> ocp.CheckpointManager:

@@ -12,19 +12,13 @@ from typing import Callable, NoReturn, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from anira_jax.errors import Stopped, UserError
+
 EXIT_USAGE = 2
 EXIT_REQUEUE = 75   # os.EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; rerun to resume
 EXIT_INTERRUPTED = 130   # 128 + SIGINT: Ctrl-C where nothing could be saved
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # holds configs/
 DEFAULTS = "anira_jax/config.py"   # where every config key and its default is defined
-
-
-class UserError(Exception):
-  """Something the user can fix; its message says what and how."""
-
-
-class Stopped(Exception):
-  """Training stopped by a signal after saving a checkpoint: the same command resumes it."""
 
 
 def fail(message: str) -> NoReturn:

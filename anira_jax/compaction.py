@@ -6,7 +6,7 @@ from the state its last update produced. Here a cache holds the projections of e
 current state (all tokens are projected once before the loop), and an iteration
   1. attends, for every sequence holding an active token, from the cached projections
      (`model.attend` on those rows, as in the dense block), then
-  2. for the active tokens only: output projection and MLP (`model.update`), then the projections
+  2. for the active tokens only: output projection and MLP (`model.finish`), then the projections
      of their new states (`model.project`) into the cache, for the next iteration.
 Each part gathers its rows (sequences, then tokens) into a buffer of the smallest of a few sizes
 (`bucket_sizes`), runs the layer there and scatters back; `lax.switch` picks the size, so one
@@ -94,7 +94,7 @@ def block(cfg: ml_collections.ConfigDict, layer: model.Params, h_BxLxD: jax.Arra
   o_NxHxK = _attend_rows(cache, L, jnp.any(active_BxL, axis=1))
 
   def update(idx_S):
-    h_SxD = model.update(cfg, layer, _gather(h_NxD, idx_S), _gather(o_NxHxK, idx_S))
+    h_SxD = model.finish(cfg, layer, _gather(h_NxD, idx_S), _gather(o_NxHxK, idx_S))
     qkv = model.project(cfg, layer, h_SxD, idx_S % L)
     return tuple(_scatter(x, idx_S, y, active_N) for x, y in zip((h_NxD, *cache), (h_SxD, *qkv)))
   h_NxD, *qkv = bucketed(update, active_N, GROWTH)

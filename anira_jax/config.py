@@ -4,7 +4,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from anira_jax import cli, halting, recurrence, tasks
+from anira_jax import errors, halting, recurrence, tasks
 from anira_jax.model import VARIANTS
 
 PARALLEL_MODES = ("shard_map", "pmap")
@@ -50,7 +50,7 @@ HALTING_REMEDIES: dict[str, dict] = {
 HALTING_DEFAULT = "deep_start"
 
 
-class ConfigError(cli.UserError, ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A configuration that cannot run; the message says what to change."""
 
 
@@ -97,7 +97,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.seed = 1234                # evaluation sets do not depend on the training seed
   c.eval.examples = 256             # per size
-  c.eval.data_dir = ""              # frozen TFDS sets (python -m anira_jax.tasks build); "" = generate
+  c.eval.data_dir = ""              # frozen sets (python -m anira_jax.tasks build); "": generate
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = "shard_map"
@@ -164,7 +164,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
          f"{', '.join(halting.PENALTIES)}")
   _check(h.output in OUTPUTS, f"halting.output must be one of {', '.join(OUTPUTS)}")
   _check(h.penalty_tokens in PENALTY_TOKENS,
-         f"halting.penalty_tokens must be one of {', '.join(PENALTY_TOKENS)}, got {h.penalty_tokens!r}")
+         f"halting.penalty_tokens must be one of {', '.join(PENALTY_TOKENS)}, "
+         f"got {h.penalty_tokens!r}")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
   _check(h.depth_warmup >= 0, f"halting.depth_warmup must be >= 0, got {h.depth_warmup}")

@@ -10,7 +10,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from anira_jax import analysis, cli, data, model, runs, tasks
+from anira_jax import cli, data, errors, model, runs, stats, tasks
 
 METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
 RANGES = ("in_distribution", "out_of_distribution")
@@ -105,11 +105,11 @@ def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Par
 def alignment(records: dict[str, np.ndarray], main_feature: str) -> dict:
   """Spearman of depth with needed depth (where some forced depth reproduces the prediction) and
   with the task's main feature, on in-distribution answer tokens."""
-  inside = analysis.select(records, records["in_distribution"])
+  inside = stats.select(records, records["in_distribution"])
   matched = inside["needed_depth"] > 0
-  return {"spearman_needed": analysis.spearman(inside["depth"][matched],
+  return {"spearman_needed": stats.spearman(inside["depth"][matched],
                                                inside["needed_depth"][matched]),
-          "spearman_main": analysis.spearman(inside["depth"], inside[f"feature/{main_feature}"]),
+          "spearman_main": stats.spearman(inside["depth"], inside[f"feature/{main_feature}"]),
           "main_feature": main_feature}
 
 
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> None:
   del argv
   if not os.path.isdir(_WORKDIR.value):
     what = "is not a directory" if os.path.exists(_WORKDIR.value) else "does not exist"
-    raise cli.UserError(f"workdir {_WORKDIR.value!r} {what}")
+    raise errors.UserError(f"workdir {_WORKDIR.value!r} {what}")
   result = evaluate_run(_WORKDIR.value)
   for size, m in result["sizes"].items():
     print(f"size {size:>3}: seq_acc {m['sequence_accuracy']:.3f} "

@@ -12,11 +12,12 @@ is shared:
                            or KL(w || prior) with a geometric or uniform prior, computed in log
                            space from the logits (no log of an underflowed weight).
 A forced depth k replaces the hard rule: every token halts at iteration k whatever lambda says, and
-its output weights are the model's own before k with the remainder at k (`update(forced_now=...)`).
+its output weights are the model's own before k with the remainder at k (`act(forced_now=...)`).
 """
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -48,12 +49,13 @@ class Update(NamedTuple):
   halted_BxL: jax.Array     # halted at or before t
 
 
-def update(lam_BxL: jax.Array, survival_BxL: jax.Array, halted_BxL: jax.Array,
-           threshold: float, forced_now: jax.Array | None = None) -> Update:
+def act(lam_BxL: jax.Array, survival_BxL: jax.Array, halted_BxL: jax.Array,
+        threshold: float, forced_now: jax.Array | None = None) -> Update:
   """Applies the ACT rule at one iteration to the tokens still active (not `halted_BxL`).
 
   `forced_now` (a bool scalar), when given, replaces the rule: every active token halts exactly
   when it is True (a forced depth)."""
+  chex.assert_equal_shape([lam_BxL, survival_BxL, halted_BxL])
   active = ~halted_BxL
   new_survival = survival_BxL * (1.0 - lam_BxL)
   halt_now = active & (new_survival <= threshold if forced_now is None else forced_now)

@@ -3,6 +3,7 @@
 Every term is a per-device sum divided by the mean count over devices, so averaging the per-device
 values (lax.pmean) gives exactly the global mean, however unevenly answer tokens fall on devices.
 """
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,6 +34,7 @@ def depth_stats(depth_BxL: jax.Array, probs_BxLxK: jax.Array, mask_BxL: jax.Arra
 def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict, step: jax.Array,
               axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """(per-device loss, {"mean": per-device terms to pmean, "sum": per-device sums to psum})."""
+  chex.assert_equal_shape([batch["inputs"], batch["targets"], batch["loss_mask"]])
   params = halting.at_step(params, step, cfg.halting.depth_warmup)
   logits_BxLxV, final = recurrence.forward(cfg, params, batch["inputs"], mode="scan")
   answer_BxL = batch["loss_mask"]

@@ -10,7 +10,7 @@ requeues on it), 130 a second Ctrl-C, which exits at once without saving.
 from absl import flags
 from ml_collections import config_flags
 
-from anira_jax import cli, parallel, train
+from anira_jax import cli, errors, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sorting.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config>_<variant>, "
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or cli.default_workdir(
       cli.config_stem(), cfg.model.variant, config_flags.get_override_values(flags.FLAGS["config"]))
   if not train.train_and_evaluate(cfg, workdir):
-    raise cli.Stopped()   # a signal stopped it after a checkpoint: exit for a requeue
+    raise errors.Stopped()   # a signal stopped it after a checkpoint: exit for a requeue
   print(workdir)
 
 

@@ -98,7 +98,7 @@ class Layer(nn.Module):
       q_NxHxK, k_NxHxK = rope(q_NxHxK, positions_N), rope(k_NxHxK, positions_N)
     return q_NxHxK, k_NxHxK, v_NxHxK
 
-  def update(self, h_NxD: jax.Array, o_NxHxK: jax.Array) -> jax.Array:
+  def finish(self, h_NxD: jax.Array, o_NxHxK: jax.Array) -> jax.Array:
     h_NxD = h_NxD + self.attn_out(o_NxHxK)
     x = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(h_NxD))))
     return h_NxD + x
@@ -107,7 +107,7 @@ class Layer(nn.Module):
     positions_1xL = jnp.arange(h_BxLxD.shape[1])[None]
     q, k, v = self.project(h_BxLxD, positions_1xL)
     positions_BxL = jnp.broadcast_to(positions_1xL, h_BxLxD.shape[:2])
-    return self.update(h_BxLxD, attend(q, k, v, positions_BxL))
+    return self.finish(h_BxLxD, attend(q, k, v, positions_BxL))
 
 
 def _layer(cfg: ml_collections.ConfigDict) -> Layer:
@@ -171,10 +171,10 @@ def project(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
   return _layer(cfg).apply({"params": layer}, h_NxD, positions_N, method=Layer.project)
 
 
-def update(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
+def finish(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
            o_NxHxK: jax.Array) -> jax.Array:
-  """Layer.update: the layer's output from a token's state and its attention result."""
-  return _layer(cfg).apply({"params": layer}, h_NxD, o_NxHxK, method=Layer.update)
+  """Layer.finish: the layer's output from a token's state and its attention result."""
+  return _layer(cfg).apply({"params": layer}, h_NxD, o_NxHxK, method=Layer.finish)
 
 
 def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:

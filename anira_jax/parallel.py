@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 
 AXIS = "data"
 

@@ -67,7 +67,7 @@ def depth_vs_size(task: str, groups: list[dict]) -> Figure:
 
 
 def _depth_table(ax, g: dict, table: dict) -> None:
-  """Mean depth ± s.e.m. at each value of a table of `analysis.depth_by_value`."""
+  """Mean depth ± s.e.m. at each value of a table of `stats.depth_by_value`."""
   ax.errorbar(table["values"], table["mean"], yerr=table["sem"], capsize=3,
               marker=MARKERS[g["variant"]], markerfacecolor="none", markersize=8,
               color=COLORS[g["variant"]], label=_name(g))

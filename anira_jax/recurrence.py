@@ -13,6 +13,7 @@ The block reads the state plus an optional offset that is not carried in it: the
 """
 from typing import Callable, NamedTuple, TypeVar
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -56,10 +57,11 @@ def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: i
                t=jnp.zeros((), jnp.int32))
 
 
-def halt_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
-                ctx: Context, t: jax.Array) -> jax.Array:
-  """Where the decision comes from (model.Variant.halting): the current state (online), the
-  prelude (early), or nowhere (fixed depth)."""
+def iteration_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
+                     ctx: Context, t: jax.Array) -> jax.Array:
+  """Every token's halting logit at iteration t, from where the variant decides
+  (model.Variant.halting): the current state (online), the prelude (early), or nowhere (fixed
+  depth, -inf)."""
   source = model.variant(cfg.model).halting
   if source == "online":
     return model.halt_logits(params, h_BxLxD)[..., 0]
@@ -81,10 +83,10 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
   """The state after iteration s.t, given the block's output for (at least) the active tokens."""
   active_BxL = ~s.halted_BxL
   h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
-  logits = halt_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
+  logits = iteration_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
   lam = halting.conditional_probs(logits, s.t, cfg.model.k_max)
   forced_now = None if ctx.halt_at is None else s.t + 1 >= ctx.halt_at
-  u = halting.update(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
+  u = halting.act(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
   contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))
   out = jnp.where(active_BxL[..., None], s.out_BxLxO + u.weight_BxL[..., None] * contribution,
                   s.out_BxLxO)
@@ -164,6 +166,8 @@ def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxL
                      halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
   """Prelude, recurrence and readout on embedded tokens: (logits [B, L, V], final state).
   `halt_at` = k forces every token to halt at iteration k (1 <= k <= K_max)."""
+  chex.assert_rank(x_BxLxD, 3)
+  chex.assert_shape(valid_BxL, x_BxLxD.shape[:2])
   h0 = model.prelude(cfg.model, params, x_BxLxD)
   B, L, _ = h0.shape
   early = (model.halt_logits(params, h0) if model.variant(cfg.model).halting == "early"

@@ -8,9 +8,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from anira_jax import (checkpoint, cli, config as config_lib, halting, model, optimizer,
-                       recurrence, tasks)
-from anira_jax.cli import UserError
+from anira_jax import (checkpoint, cli, config as config_lib, halting, model, optimizer, recurrence,
+                       tasks)
+from anira_jax.errors import UserError
 from anira_jax.tasks.base import PAD
 
 Predict = Callable[[model.Params, jax.Array], dict]

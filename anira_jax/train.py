@@ -16,7 +16,7 @@ import tqdm
 
 from anira_jax import (checkpoint, cli, config as config_lib, data, evaluate, halting, losses,
                        model, optimizer, runs)
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 from anira_jax.parallel import AXIS, DataParallel
 
 COLLAPSE_STD = 0.1

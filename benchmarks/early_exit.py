@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from anira_jax import cli, runs, train
+from anira_jax import cli, model, runs, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
                                           "Config trained when --workdir holds no run.")
@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
   del argv
   with tempfile.TemporaryDirectory() as tmp:
     run = load_or_train(_WORKDIR.value or tmp, _CONFIG.value, _TRAIN_STEPS.value)
-  if run.config.model.variant == "transformer":
+  if model.variant(run.config.model).stacked:
     cli.fail("the transformer baseline never exits early; benchmark a looped variant")
   size = _SIZE.value or run.config.task.train_sizes[1]
   results = []

@@ -31,7 +31,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -164,15 +163,6 @@ def last_metrics(workdir) -> dict:
 
 def read_eval(workdir) -> dict:
   return json.loads(pathlib.Path(workdir, "eval.json").read_text())
-
-
-def tree_equal(a, b) -> None:
-  """Asserts two pytrees have the same structure and bitwise identical leaves."""
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
-  assert ta == tb
-  for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # Subprocesses ------------------------------------------------------------------------------------

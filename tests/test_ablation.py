@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from anira_jax import ablation, cli, config, halting, tasks
+from anira_jax import cli, config, halting, tasks
+from anira_jax.experiments import ablation
 from conftest import run_module, stderr_lines
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anira_jax import analyze, checkpoint, evaluate
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 from conftest import run_module, stderr_lines, tiny_config
 
 pytestmark = pytest.mark.xdist_group("test_analyze")   # one worker: module fixture runs once

@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
 
-from anira_jax import checkpoint, cli, config as config_lib, data, optimizer, train
+from anira_jax import checkpoint, cli, config as config_lib, data, errors, optimizer, train
 from conftest import (REPO, child_env, last_metrics, read_eval, run_module, stderr_lines,
-
-                      tiny_config, tiny_flags, tree_equal)
+                      tiny_config, tiny_flags)
 
 pytestmark = pytest.mark.xdist_group("test_checkpoint")   # one worker: module fixture runs once
 
@@ -38,8 +38,8 @@ def uninterrupted(tmp_path_factory):
 def _assert_same_run(workdir, reference, cfg):
   a, b = _final_state(workdir, cfg), _final_state(reference, cfg)
   assert int(a["step"]) == int(b["step"]) == 40
-  tree_equal(a["params"], b["params"])
-  tree_equal(a["opt_state"], b["opt_state"])
+  chex.assert_trees_all_equal(a["params"], b["params"])
+  chex.assert_trees_all_equal(a["opt_state"], b["opt_state"])
   assert read_eval(workdir) == read_eval(reference)
   assert last_metrics(workdir)["step"] == 40
   assert last_metrics(workdir)["loss"] == last_metrics(reference)["loss"]
@@ -85,10 +85,9 @@ def test_signal_at_step_20_then_rerun_equals_40(tmp_path, monkeypatch, uninterru
   _assert_same_run(tmp_path, reference, cfg40)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_checkpoint_and_exits_for_requeue(tmp_path, signum):
-  """SIGTERM and Ctrl-C alike: one checkpoint, one line, exit 75 (requeue), no traceback; the
-  same command then resumes."""
+def test_signal_saves_checkpoint_and_exits_for_requeue(tmp_path, signum=signal.SIGTERM):
+  """SIGTERM: one checkpoint, one line, exit 75 (requeue), no traceback; the same command then
+  resumes. Ctrl-C takes the same handler (tests/test_launch.py sends it to process 0)."""
   workdir = tmp_path / "run"
   args = [sys.executable, "-m", "anira_jax.main", "--config=configs/sorting.py",
           f"--workdir={workdir}",
@@ -149,7 +148,7 @@ def test_resume_refuses_a_changed_model_or_seed_naming_each_field(tmp_path, trai
   shutil.copytree(trained_run("anira_o"), workdir)
   before = _snapshot(workdir)
   cfg = tiny_config("anira_o", model__k_max=3, seed=1, train__steps=40)
-  with pytest.raises(cli.UserError) as e:
+  with pytest.raises(errors.UserError) as e:
     train.train_and_evaluate(cfg, str(workdir))
   assert str(e.value) == (
       f"cannot resume {workdir}: its run was trained with another config (model.k_max 4 -> 3, "
@@ -179,7 +178,7 @@ def test_extending_a_run_keeps_its_schedule(tmp_path):
   train.train_and_evaluate(tiny_config("anira_o", train__steps=40, train__schedule_steps=20,
                                        **short), str(fixed))
   train.train_and_evaluate(cfg40, str(fresh))
-  tree_equal(_final_state(extended, cfg40), _final_state(fixed, cfg40))
+  chex.assert_trees_all_equal(_final_state(extended, cfg40), _final_state(fixed, cfg40))
   assert not np.array_equal(_final_state(extended, cfg40)["params"]["embed"]["embedding"],
                             _final_state(fresh, cfg40)["params"]["embed"]["embedding"])
 
@@ -188,7 +187,7 @@ def test_restore_with_other_shapes_names_them_and_keeps_the_checkpoint(trained_r
   workdir = trained_run("anira_o")
   cfg = tiny_config("anira_o", model__d_model=32)
   like = jax.eval_shape(lambda: optimizer.init_state(cfg, config_lib.validate(cfg)))
-  with pytest.raises(cli.UserError) as e:
+  with pytest.raises(errors.UserError) as e:
     checkpoint.restore(checkpoint.manager(str(workdir), create=False), like)
   message = str(e.value)
   assert f"checkpoint {workdir}/checkpoints/30 holds a train state of other shapes (" in message

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from anira_jax import cli
+from anira_jax import cli, errors
 from conftest import REPO, _config_module, child_env
 
 
 def test_unknown_key_names_the_closest_key_and_where_the_defaults_live():
   cfg = _config_module().get_config("anira_o")
-  with pytest.raises(cli.UserError) as e:
+  with pytest.raises(errors.UserError) as e:
     cli.override(cfg, "model.kmax", "4")
   assert str(e.value) == ("unknown config key 'model.kmax'; did you mean 'model.k_max'? "
                           "(valid keys and their defaults: anira_jax/config.py)")
@@ -28,12 +28,12 @@ def test_config_keys_lists_nested_keys():
 
 
 @pytest.mark.parametrize("raised,status,stderr", [
-    ("cli.UserError('bad input')", cli.EXIT_USAGE, "error: bad input\n"),
-    ("cli.Stopped('rerun to resume')", cli.EXIT_REQUEUE, "stopped: rerun to resume\n"),
+    ("errors.UserError('bad input')", cli.EXIT_USAGE, "error: bad input\n"),
+    ("errors.Stopped('rerun to resume')", cli.EXIT_REQUEUE, "stopped: rerun to resume\n"),
     ("KeyboardInterrupt()", cli.EXIT_INTERRUPTED, "interrupted\n"),
 ])
 def test_run_answers_in_one_line_with_its_exit_status(raised, status, stderr):
-  program = ("from anira_jax import cli\n"
+  program = ("from anira_jax import cli, errors\n"
              "def main(argv):\n"
              f"  raise {raised}\n"
              "cli.run(main)\n")

@@ -1,7 +1,7 @@
 """config.py: the defaults validate for every variant; every bad value is a ConfigError."""
 import pytest
 
-from anira_jax import cli, config, tasks
+from anira_jax import config, errors, tasks
 from conftest import VARIANTS, _config_module, tiny_config
 
 
@@ -24,7 +24,7 @@ def test_unknown_variant_in_default():
 
 
 def test_config_error_is_user_and_value_error():
-  assert issubclass(config.ConfigError, cli.UserError)
+  assert issubclass(config.ConfigError, errors.UserError)
   assert issubclass(config.ConfigError, ValueError)
 
 

@@ -3,6 +3,7 @@ penalty registered with @penalty_rule is trained on."""
 import json
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,23 +34,34 @@ def test_conditional_probs_before_last_step_are_sigmoid(t):
   np.testing.assert_allclose(lam, expected, rtol=1e-6)
 
 
-def test_update_hand_computed():
-  # Token 0: continues. 1: survival drops to 0.0625 <= 0.1, halts, weight = remainder S_{t-1}.
-  # 2: continues. 3: already halted, untouched. 4: S_t == threshold exactly, halts ("<=").
-  lam = f32(0.5, 0.75, 0.25, 0.5, 0.5)
-  survival = f32(0.5, 0.25, 1.0, 0.125, 0.25)
-  halted = jnp.asarray([False, False, False, True, False])
-  u = halting.update(lam, survival, halted, threshold=0.125)
-  np.testing.assert_array_equal(u.weight_BxL, [0.25, 0.25, 0.25, 0.0, 0.25])
-  np.testing.assert_array_equal(u.survival_BxL, [0.25, 0.0625, 0.75, 0.125, 0.125])
-  np.testing.assert_array_equal(u.halted_BxL, [False, True, False, True, True])
+class ActTest(chex.TestCase):
+  """The ACT rule by hand, traced and eager (chex variants)."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_hand_computed(self):
+    # Token 0: continues. 1: survival drops to 0.0625 <= 0.1, halts, weight = remainder S_{t-1}.
+    # 2: continues. 3: already halted, untouched. 4: S_t == threshold exactly, halts ("<=").
+    lam = f32(0.5, 0.75, 0.25, 0.5, 0.5)
+    survival = f32(0.5, 0.25, 1.0, 0.125, 0.25)
+    halted = jnp.asarray([False, False, False, True, False])
+    u = self.variant(halting.act, static_argnames="threshold")(lam, survival, halted,
+                                                               threshold=0.125)
+    chex.assert_trees_all_equal(u, halting.Update(
+        weight_BxL=f32(0.25, 0.25, 0.25, 0.0, 0.25),
+        survival_BxL=f32(0.25, 0.0625, 0.75, 0.125, 0.125),
+        halted_BxL=jnp.asarray([False, True, False, True, True])))
 
-def test_update_forced_last_step_puts_remainder_on_it():
-  u = halting.update(f32(1.0, 1.0), f32(0.375, 1.0), jnp.asarray([False, False]), 0.01)
-  np.testing.assert_array_equal(u.weight_BxL, [0.375, 1.0])
-  np.testing.assert_array_equal(u.survival_BxL, [0.0, 0.0])
-  np.testing.assert_array_equal(u.halted_BxL, [True, True])
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_forced_last_step_puts_remainder_on_it(self):
+    u = self.variant(halting.act, static_argnames="threshold")(
+        f32(1.0, 1.0), f32(0.375, 1.0), jnp.asarray([False, False]), threshold=0.01)
+    chex.assert_trees_all_equal(u, halting.Update(weight_BxL=f32(0.375, 1.0),
+                                                  survival_BxL=f32(0.0, 0.0),
+                                                  halted_BxL=jnp.asarray([True, True])))
+
+  def test_mismatched_shapes_are_refused(self):
+    with self.assertRaises(AssertionError):
+      halting.act(f32(0.5, 0.5), f32(1.0), jnp.asarray([False, False]), 0.1)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.01, 0.3])
@@ -62,7 +74,7 @@ def test_weights_of_manual_run_sum_to_one(threshold):
   for t in range(k_max):
     lam = halting.conditional_probs(logits[t], jnp.asarray(t), k_max)
     depth = depth + (~halted).astype(jnp.int32)
-    u = halting.update(lam, survival, halted, threshold)
+    u = halting.act(lam, survival, halted, threshold)
     weights.append(u.weight_BxL)
     lams.append(np.asarray(lam))
     survival, halted = u.survival_BxL, u.halted_BxL

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from anira_jax import parallel, train
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 from conftest import last_metrics, tiny_config
 
 

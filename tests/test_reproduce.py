@@ -1,10 +1,10 @@
-"""reproduce.py: the CI scale end to end (trains, analyses, decides; resumes), the scales' configs,
+"""experiments/reproduce.py: the CI scale end to end (trains, analyses, decides; resumes), the scales' configs,
 the runs of a task, and each finding's rule on crafted numbers, holding and failing."""
 import json
 
 import pytest
 
-from anira_jax import reproduce
+from anira_jax.experiments import reproduce
 from conftest import run_module
 
 # With the notebook test: one worker runs the shared reproduce_ci fixture once (pytest-xdist).

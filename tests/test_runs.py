@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from anira_jax import runs
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 from anira_jax.tasks.base import PAD
 from conftest import tiny_batch
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anira_jax import losses, runs, train
-from anira_jax.cli import UserError
+from anira_jax.errors import UserError
 from conftest import read_eval, tiny_config
 
 

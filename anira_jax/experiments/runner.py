@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from anira_jax import cli, config as config_lib, runs, train
+from anira_jax import cli, config as config_lib, errors, runs, train
 
 
 def config_for(task: str, variant: str, seed: int,
@@ -39,13 +39,13 @@ def train_unless_done(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.isfile(os.path.join(workdir, "config.json")):
     _, changed = config_lib.resume(runs.load_config(workdir), cfg)
     if changed:
-      raise cli.UserError(f"{workdir} holds a run of another config (it differs in "
-                          f"{', '.join(key for key, _, _ in changed)}); remove it or choose "
-                          "another output directory")
+      raise errors.UserError(f"{workdir} holds a run of another config (it differs in "
+                             f"{', '.join(key for key, _, _ in changed)}); remove it or choose "
+                             "another output directory")
   result = finished_eval(workdir, cfg.train.steps)
   if result is None:
     os.makedirs(workdir, exist_ok=True)
     if not train.train_and_evaluate(cfg, workdir):
-      raise cli.Stopped(f"training in {workdir} was stopped; rerun the same command to resume")
+      raise errors.Stopped(f"training in {workdir} was stopped; rerun the same command to resume")
     result = finished_eval(workdir, cfg.train.steps)
   return result
