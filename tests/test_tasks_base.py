@@ -86,6 +86,18 @@ def check_family(name: str) -> None:
     check_seq_len_bound(task, size)
   check_same_seed_same_batch(task, sizes(task)[-1])
   check_bad_sizes_and_counts(task)
+  check_decode(task, sizes(task)[-1])
+
+
+def check_decode(task: tasks.Task, size: int) -> None:
+  """Answer tokens decode to the answer exactly; every id in the vocabulary decodes, and one
+  past it is refused."""
+  for ex in task.examples(3, size, 8):
+    assert task.decode(ex.answer_tokens) == ex.answer
+    assert len(task.decode(ex.prompt_tokens + [tasks.SEP])) == len(ex.prompt_tokens) + 1
+  assert len(task.decode(range(task.vocab_size))) == task.vocab_size
+  with pytest.raises(ValueError, match=f"token id {task.vocab_size} is outside the vocabulary"):
+    task.decode([task.vocab_size])
 
 
 CASES = [(name, size) for name in tasks.names() for size in sizes(tasks.get(name))]
@@ -115,6 +127,12 @@ def test_seq_len_bounds_every_example(name, size):
 @pytest.mark.parametrize("name", tasks.names())
 def test_bad_sizes_and_counts_raise(name):
   check_bad_sizes_and_counts(tasks.get(name))
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_answer_tokens_decode_to_the_answer(name):
+  task = tasks.get(name)
+  check_decode(task, sizes(task)[-1])
 
 
 def test_unknown_task_and_option_name_the_problem():

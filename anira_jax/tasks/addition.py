@@ -70,6 +70,9 @@ class Addition(Task):
   def seq_len(self, size: int) -> int:
     return 3 * size + 2
 
+  def symbol(self, index: int) -> int | str:
+    return index if index < 10 else "+"
+
   def _digit_tokens(self, little_endian: list[int]) -> list[int]:
     return [NUM_SPECIAL + d for d in (little_endian if self.lsb_first else little_endian[::-1])]
 

@@ -50,6 +50,22 @@ class Task(abc.ABC):
   def seq_len(self, size: int) -> int:
     """Upper bound on len(inputs) for any example of this size."""
 
+  @abc.abstractmethod
+  def symbol(self, index: int) -> Any:
+    """What token NUM_SPECIAL + index stands for, as `Example.answer` writes it (an answer
+    token's symbol is its entry of the answer)."""
+
+  def decode(self, tokens: Sequence[int]) -> list:
+    """The human-readable form of token ids: each token's symbol, PAD "<pad>", SEP "|"."""
+    out = []
+    for token in map(int, tokens):
+      if not 0 <= token < self.vocab_size:
+        raise ValueError(f"token id {token} is outside the vocabulary [0, {self.vocab_size}) of "
+                         f"task {self.name!r}")
+      out.append({PAD: "<pad>", SEP: "|"}[token] if token < NUM_SPECIAL
+                 else self.symbol(token - NUM_SPECIAL))
+    return out
+
   def check_size(self, size: int) -> None:
     if int(size) != size or size < self.min_size:
       raise ValueError(f"task {self.name!r} needs integer sizes >= {self.min_size}, got {size}")

@@ -105,6 +105,13 @@ class Chase(Task):
   def seq_len(self, size: int) -> int:
     return 2 * size + 3
 
+  def symbol(self, index: int) -> int | str:
+    if index < self.num_values:
+      return text(index, False)
+    if index < self.num_values + self.num_vars:
+      return text(index - self.num_values, True)
+    return "?"   # the query marker
+
   def generate(self, rng: np.random.Generator, size: int) -> Example:
     chains = random_chains(rng, size, self.num_vars, self.num_chains)
     constants = rng.choice(self.num_values, len(chains), replace=False).tolist()

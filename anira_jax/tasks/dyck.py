@@ -68,6 +68,9 @@ class Dyck(Task):
   def seq_len(self, size: int) -> int:
     return size + min(size, self.max_depth)
 
+  def symbol(self, index: int) -> str:
+    return PAIRS[index // 2][index % 2]   # opener of pair i at 2i, its closer at 2i + 1
+
   def generate(self, rng: np.random.Generator, size: int) -> Example:
     prefix = random_prefix(rng, size, self.k, self.max_depth, self.open_prob)
     stack, deepest = [], 0             # stack of (pair, position of the opener)

@@ -120,6 +120,9 @@ class Graph(Task):
   def seq_len(self, size: int) -> int:
     return 1 + 3 * max_edges(size, self.max_in_degree) + size
 
+  def symbol(self, index: int) -> int | str:
+    return index if index < self.max_nodes else "->"   # a node, or the edge marker
+
   def generate(self, rng: np.random.Generator, size: int) -> Example:
     n = size
     edges = random_dag(rng, n, self.edge_prob, self.max_in_degree)

@@ -101,6 +101,9 @@ class ModArith(Task):
   def seq_len(self, size: int) -> int:
     return 5 * size - 1
 
+  def symbol(self, index: int) -> int | str:
+    return index if index < self.modulus else (OPS + "()")[index - self.modulus]
+
   def generate(self, rng: np.random.Generator, size: int) -> Example:
     tree = random_tree(rng, size, self.modulus, self.ops)
     symbols = text(tree)

@@ -31,6 +31,9 @@ class Sorting(Task):
   def seq_len(self, size: int) -> int:
     return 2 * size
 
+  def symbol(self, index: int) -> int:
+    return index
+
   def generate(self, rng: np.random.Generator, size: int) -> Example:
     values = rng.integers(0, self.num_values, size).tolist()
     answer = sorted(values)
