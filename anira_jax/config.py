@@ -12,6 +12,7 @@ DISTRIBUTED = ("off", "auto", "explicit")
 POSITIONS = ("rope", "none")
 OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
+SUPERVISIONS = ("penalty", "correctness")
 # Fields a resumed run may change (a prefix ending in "." covers a section): how long it trains,
 # how often it logs, evaluates and saves, how it is evaluated, and how it is spread over devices.
 # Any other change (model, task, halting, optimisation, seed) makes another run.
@@ -33,6 +34,10 @@ HALTING_PLAIN: dict[str, Any] = {
     "penalty_warmup": 0,       # steps with no penalty
     "penalty_ramp": 0,         # steps of linear ramp after the warm-up
     "prior_lambda": 0.2,       # geometric prior parameter for kl_geometric
+    # What trains the halting unit: "penalty", the output weights and the compute penalty (ACT);
+    # "correctness", a binary cross-entropy on whether the output had the token halted at that
+    # iteration is right (an exit classifier), with cross-entropy on every exit (losses.py).
+    "supervision": "penalty",
 }
 # The halting ablation's remedies: the halting.* fields each changes from HALTING_PLAIN
 # (ablation.remedies adds one for each registered penalty that none of these uses).
@@ -166,6 +171,8 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(h.penalty_tokens in PENALTY_TOKENS,
          f"halting.penalty_tokens must be one of {', '.join(PENALTY_TOKENS)}, "
          f"got {h.penalty_tokens!r}")
+  _check(h.supervision in SUPERVISIONS,
+         f"halting.supervision must be one of {', '.join(SUPERVISIONS)}, got {h.supervision!r}")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
   _check(h.depth_warmup >= 0, f"halting.depth_warmup must be >= 0, got {h.depth_warmup}")

@@ -64,10 +64,16 @@ def iteration_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxL
   depth, -inf)."""
   source = model.variant(cfg.model).halting
   if source == "online":
-    return model.halt_logits(params, h_BxLxD)[..., 0]
+    return model.halt_logits(params, halting_input(cfg, h_BxLxD))[..., 0]
   if source == "early":
     return jax.lax.dynamic_index_in_dim(ctx.early_BxLxK, t, axis=-1, keepdims=False)
   return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
+
+
+def halting_input(cfg: ml_collections.ConfigDict, h_BxLxD: jax.Array) -> jax.Array:
+  """What the halting unit reads: the state, cut from the gradient when the unit is trained as an
+  exit classifier (halting.supervision="correctness"), so that its loss does not move the trunk."""
+  return jax.lax.stop_gradient(h_BxLxD) if cfg.halting.supervision == "correctness" else h_BxLxD
 
 
 def block_offset(params: model.Params, ctx: Context, t: jax.Array) -> jax.Array | None:
@@ -85,6 +91,8 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
   h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
   logits = iteration_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
   lam = halting.conditional_probs(logits, s.t, cfg.model.k_max)
+  if cfg.halting.supervision == "correctness":   # the output weights do not train the unit
+    lam = jax.lax.stop_gradient(lam)
   forced_now = None if ctx.halt_at is None else s.t + 1 >= ctx.halt_at
   u = halting.act(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
   contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))
@@ -120,13 +128,22 @@ REMAT = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
          "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
-def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
-             s: State) -> State:
-  """Exactly K_max iterations (differentiable); forward values do not depend on `model.remat`."""
-  body = lambda s, _: (step(cfg, params, ctx, s), None)
+def scan_states(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
+                s: State) -> tuple[State, jax.Array]:
+  """Exactly K_max iterations (differentiable): the final state and the state h_t after every
+  iteration [K, B, L, D]; forward values do not depend on `model.remat`."""
+  def body(s: State, _) -> tuple[State, jax.Array]:
+    s = step(cfg, params, ctx, s)
+    return s, s.h_BxLxD
   if REMAT[cfg.model.remat] is not None:
     body = jax.checkpoint(body, policy=REMAT[cfg.model.remat])
-  return jax.lax.scan(body, s, None, length=cfg.model.k_max)[0]
+  return jax.lax.scan(body, s, None, length=cfg.model.k_max)
+
+
+def run_scan(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
+             s: State) -> State:
+  """Exactly K_max iterations (training)."""
+  return scan_states(cfg, params, ctx, s)[0]
 
 
 def run_while(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
@@ -161,23 +178,60 @@ DRIVERS = {"scan": run_scan, "while": run_while, "compact": run_compact}
 TINY = 1e-30  # floor of mixture probabilities before the log (keeps PAD rows finite)
 
 
+def start(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
+          valid_BxL: jax.Array, halt_at: jax.Array | None) -> tuple[Context, State]:
+  """The prelude on embedded tokens: what every iteration reads, and the state before the first."""
+  chex.assert_rank(x_BxLxD, 3)
+  chex.assert_shape(valid_BxL, x_BxLxD.shape[:2])
+  h0 = model.prelude(cfg.model, params, x_BxLxD)
+  B, L, _ = h0.shape
+  early = (model.halt_logits(params, halting_input(cfg, h0))
+           if model.variant(cfg.model).halting == "early" else jnp.zeros((B, L, cfg.model.k_max)))
+  ctx = Context(early, h0 if cfg.model.input_injection else None, halt_at)
+  out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]
+  return ctx, init_state(h0, valid_BxL, cfg.model.k_max, out_dim)
+
+
+def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
+                  out_NxO: jax.Array) -> jax.Array:
+  """Logits [..., V] of an output: the readout of a state mixture, or the log of a mixture of
+  distributions."""
+  if cfg.halting.output == "distribution":
+    return jnp.log(jnp.maximum(out_NxO, TINY))
+  return model.readout(params, out_NxO)
+
+
 def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
                      valid_BxL: jax.Array, mode: str,
                      halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
   """Prelude, recurrence and readout on embedded tokens: (logits [B, L, V], final state).
   `halt_at` = k forces every token to halt at iteration k (1 <= k <= K_max)."""
-  chex.assert_rank(x_BxLxD, 3)
-  chex.assert_shape(valid_BxL, x_BxLxD.shape[:2])
-  h0 = model.prelude(cfg.model, params, x_BxLxD)
-  B, L, _ = h0.shape
-  early = (model.halt_logits(params, h0) if model.variant(cfg.model).halting == "early"
-           else jnp.zeros((B, L, cfg.model.k_max)))
-  ctx = Context(early, h0 if cfg.model.input_injection else None, halt_at)
-  out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]
-  final = DRIVERS[mode](cfg, params, ctx, init_state(h0, valid_BxL, cfg.model.k_max, out_dim))
-  if cfg.halting.output == "distribution":
-    return jnp.log(jnp.maximum(final.out_BxLxO, TINY)), final
-  return model.readout(params, final.out_BxLxO), final
+  ctx, s0 = start(cfg, params, x_BxLxD, valid_BxL, halt_at)
+  final = DRIVERS[mode](cfg, params, ctx, s0)
+  return output_logits(cfg, params, final.out_BxLxO), final
+
+
+def exit_outputs(cfg: ml_collections.ConfigDict, params: model.Params, final: State,
+                 h_KxBxLxD: jax.Array) -> jax.Array:
+  """Logits [K, B, L, V] of every exit: exit t is the output had the token halted at iteration t
+  (its own weights w_s before t, the remainder 1 - sum_{s<t} w_s at t), the other tokens doing
+  what they did. From t = depth - 1 on, every exit is the token's own output."""
+  w_KxBxLx1 = jnp.moveaxis(final.weights_BxLxK, -1, 0)[..., None]
+  c_KxBxLxO = (h_KxBxLxD if cfg.halting.output == "state"
+               else jax.nn.softmax(model.readout(params, h_KxBxLxD)))
+  before = lambda x: jnp.cumsum(x, axis=0) - x     # sum over s < t
+  exits = before(w_KxBxLx1 * c_KxBxLxO) + (1.0 - before(w_KxBxLx1)) * c_KxBxLxO
+  return output_logits(cfg, params, exits)
+
+
+def forward_exits(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array
+                  ) -> tuple[jax.Array, jax.Array, State]:
+  """The training forward pass (scan) with every exit: (logits [B, L, V], exit logits
+  [K, B, L, V], final state)."""
+  ctx, s0 = start(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, None)
+  final, h_KxBxLxD = scan_states(cfg, params, ctx, s0)
+  return (output_logits(cfg, params, final.out_BxLxO), exit_outputs(cfg, params, final, h_KxBxLxD),
+          final)
 
 
 def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: jax.Array,

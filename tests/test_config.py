@@ -51,6 +51,8 @@ BAD = [
     ("model.positions", "learned", "model.positions must be one of rope, none"),
     ("halting.penalty", "l2", "unknown halting.penalty 'l2'"),
     ("halting.output", "logits", "halting.output must be one of state, distribution"),
+    ("halting.supervision", "oracle",
+     "halting.supervision must be one of penalty, correctness, got 'oracle'"),
     ("halting.threshold", 1.0, "halting.threshold must be in [0, 1)"),
     ("halting.threshold", -0.1, "halting.threshold must be in [0, 1)"),
     ("halting.temperature", 0.0, "halting.temperature must be positive"),

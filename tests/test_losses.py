@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from anira_jax import halting, losses
+from anira_jax import halting, losses, recurrence
 from anira_jax.tasks.base import PAD
 from conftest import forward, random_params, tiny_batch, tiny_config
 
@@ -129,6 +129,48 @@ def test_depth_warmup_runs_every_token_to_k_max_and_freezes_the_halting_unit(var
     at_k_max = float(hist[-1]) == float(jnp.sum(hist)) == float(aux["sum"]["answer_tokens"])
     assert at_k_max == off, step
     assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grads["halt"])) == off, step
+
+
+# The halting unit as an exit classifier (halting.supervision="correctness") --------------------
+
+@pytest.mark.parametrize("variant,output", [("anira_o", "state"), ("anira_e", "distribution")])
+def test_correctness_supervision_by_hand(variant, output):
+  cfg, params, batch = _setup(variant, halting__supervision="correctness",
+                              halting__output=output)
+  loss, aux = objective(cfg, params, batch)
+  logits, exits, final = recurrence.forward_exits(cfg, params, batch["inputs"])
+  mask, targets = batch["loss_mask"], batch["targets"]
+  b, l = np.nonzero(mask)
+  k_max = cfg.model.k_max
+  logp = np.asarray(jax.nn.log_softmax(exits))              # [K, B, L, V]
+  ce_k = np.array([-logp[k, b, l, targets[b, l]].mean() for k in range(k_max)])
+  omega = np.arange(1, k_max + 1) / np.arange(1, k_max + 1).sum()
+  assert float(aux["mean"]["ce"]) == pytest.approx(float(omega @ ce_k), rel=1e-5)
+  depth, z = np.asarray(final.depth_BxL), np.asarray(final.logits_BxLxK)
+  right = np.asarray(exits).argmax(-1) == targets[None]      # [K, B, L]
+  terms = []
+  for i, j in zip(b, l):
+    for t in range(min(depth[i, j], k_max - 1)):   # the decisions the token made
+      p = 1.0 / (1.0 + np.exp(-z[i, j, t]))
+      terms.append(-np.log(p) if right[t, i, j] else -np.log(1.0 - p))
+  assert len(terms) > len(b)   # some tokens decided more than once
+  assert float(aux["mean"]["penalty"]) == pytest.approx(np.mean(terms), rel=1e-4)
+  assert float(loss) == pytest.approx(float(aux["mean"]["ce"]) + np.mean(terms), rel=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
+def test_correctness_supervision_keeps_the_classifier_and_the_trunk_apart(variant):
+  # Cross-entropy trains everything but the halting unit; the classifier's loss only the unit.
+  cfg, params, batch = _setup(variant, halting__supervision="correctness")
+  term = lambda name: jax.grad(lambda p: losses.objective(cfg, p, batch, STEP)[1]["mean"][name])
+  ce_grads, bce_grads = term("ce")(params), term("penalty")(params)
+  zero = lambda tree: all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(tree))
+  assert zero(ce_grads["halt"])
+  assert zero({k: v for k, v in bce_grads.items() if k != "halt"})
+  assert not zero(ce_grads["core"]) and not zero(bce_grads["halt"])
+  # Under the penalty, cross-entropy trains the unit through the output weights.
+  cfg = tiny_config(variant, halting__threshold=0.1)
+  assert not zero(term("ce")(params)["halt"])
 
 
 def test_depth_stats_by_hand():

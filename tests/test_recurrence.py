@@ -75,6 +75,20 @@ def test_scan_equals_while_random_params(variant, bias, threshold, output, tempe
 
 
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
+def test_correctness_supervision_changes_training_only(variant):
+  # The exit classifier is cut from the gradient, not from the forward pass: the same numbers.
+  cfg = tiny_config(variant, halting__threshold=0.1)
+  params = random_params(cfg, seed=1, halt_bias=1.0)
+  inputs = _inputs(cfg)
+  supervised = tiny_config(variant, halting__threshold=0.1, halting__supervision="correctness")
+  _check_scan_equals_while(supervised, params, inputs, True, False)
+  for mode in ("scan", "while"):
+    a, b = forward(cfg, params, inputs, mode), forward(supervised, params, inputs, mode)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_scan_equals_while_with_halting_unit_switched_off(variant):
   # halting.depth_warmup: the parameters training uses before the warm-up ends.
   cfg = tiny_config(variant)
@@ -422,3 +436,44 @@ def test_compact_rejects_the_iteration_embedding():
   cfg = tiny_config("anira_o", model__iteration_embedding=True)
   with pytest.raises(ValueError, match="iteration_embedding"):
     runs.predictor(cfg, "compact")(random_params(cfg), _inputs(cfg))
+
+
+# Exits: the output had a token halted at each iteration -----------------------------------------
+
+@functools.cache
+def _exits(cfg_json: str):
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+  return jax.jit(lambda params, inputs: recurrence.forward_exits(cfg, params, inputs))
+
+
+@pytest.mark.parametrize("variant,output", FORCED_CASES)
+def test_exits_equal_the_forced_depths_when_no_token_halts_early(variant, output):
+  # Threshold 0: no token halts before k_max, so exit t is the output forced to depth t + 1.
+  cfg = tiny_config(variant, halting__output=output, halting__threshold=0.0)
+  params = random_params(cfg, halt_bias=0.0)
+  inputs = _inputs(cfg)
+  valid = inputs != PAD
+  logits, exits, final = _exits(cfg.to_json())(params, inputs)
+  assert np.all(np.asarray(final.depth_BxL)[valid] == cfg.model.k_max)
+  np.testing.assert_array_equal(logits, forward(cfg, params, inputs, "scan")[0])
+  for k in range(1, cfg.model.k_max + 1):
+    forced = _forced_forward(cfg.to_json(), "while")(params, inputs, k)[0]
+    np.testing.assert_allclose(np.asarray(exits[k - 1])[valid], np.asarray(forced)[valid],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("output", ["state", "distribution"])
+def test_exits_from_the_halting_iteration_on_are_the_own_output(output):
+  cfg = tiny_config("anira_o", halting__output=output, halting__threshold=0.2)
+  params = random_params(cfg, halt_bias=1.0)
+  inputs = _inputs(cfg)
+  logits, exits, final = _exits(cfg.to_json())(params, inputs)
+  depth = np.asarray(final.depth_BxL)
+  valid = inputs != PAD
+  assert len(np.unique(depth[valid])) > 1
+  t = np.arange(cfg.model.k_max)[:, None, None]
+  after = (t >= depth[None] - 1) & valid[None]
+  own = np.broadcast_to(np.asarray(logits)[None], exits.shape)
+  np.testing.assert_allclose(np.asarray(exits)[after], own[after], rtol=1e-5, atol=1e-5)
+  before = (t < depth[None] - 1) & valid[None]
+  assert before.any() and not np.allclose(np.asarray(exits)[before], own[before], atol=1e-3)
