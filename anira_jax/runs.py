@@ -115,7 +115,8 @@ class Run:
 
   def _check_prompts(self, prompts, max_new_tokens) -> list[np.ndarray]:
     """The prompts as NumPy arrays, or ValueError saying what to change."""
-    if not (isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 1):
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer))
+        or max_new_tokens < 1):
       raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if len(prompts) == 0:
       raise ValueError("prompts is empty; pass a list of 1-D integer arrays of token ids, each "
