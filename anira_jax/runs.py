@@ -1,4 +1,5 @@
-"""Trained runs for users: `load_run(workdir).predict(inputs, mode="while"|"compact"|"scan")`."""
+"""Trained runs for users: `load_run(workdir).predict(inputs, mode="while"|"compact"|"scan")`, and
+greedy generation from prompts, `.generate(prompts, max_new_tokens)`."""
 import dataclasses
 import functools
 import os
@@ -8,10 +9,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from anira_jax import (checkpoint, cli, config as config_lib, halting, model, optimizer, recurrence,
-                       tasks)
+from anira_jax import (checkpoint, cli, config as config_lib, decoding, halting, model, optimizer,
+                       recurrence, tasks)
 from anira_jax.errors import UserError
-from anira_jax.tasks.base import PAD
+from anira_jax.tasks.base import PAD, SEP
 
 Predict = Callable[[model.Params, jax.Array], dict]
 
@@ -26,6 +27,24 @@ def predictor(cfg: ml_collections.ConfigDict, mode: str, forced: bool = False) -
     logits, final = recurrence.forward(cfg, params, inputs_BxL, mode, halt_at)
     return {"logits": logits, "depth": final.depth_BxL, "iterations": final.t}
   return jax.jit(predict if forced else lambda params, inputs_BxL: predict(params, inputs_BxL))
+
+
+def generator(cfg: ml_collections.ConfigDict, schedule: str, forced: bool = False) -> Callable:
+  """jit(params, prompts [B, P], lengths [B], max_new_tokens) -> decoding.generate's outputs;
+  with `forced`, jit(..., k): every token halts at iteration k. One compilation per prompt shape
+  and max_new_tokens."""
+  if schedule not in decoding.SCHEDULES:
+    raise ValueError(f"schedule must be one of {', '.join(decoding.SCHEDULES)}, got {schedule!r}")
+
+  def generate(params, prompts_BxP, lengths_B, max_new_tokens, halt_at=None):
+    return decoding.generate(cfg, params, prompts_BxP, lengths_B, max_new_tokens, schedule,
+                             halt_at)
+  return jax.jit(generate, static_argnames="max_new_tokens")
+
+
+def _check_depth(depth, k_max: int) -> None:
+  if depth is not None and not (isinstance(depth, (int, np.integer)) and 1 <= depth <= k_max):
+    raise ValueError(f"depth must be an integer from 1 to model.k_max={k_max}, got {depth!r}")
 
 
 @dataclasses.dataclass
@@ -60,12 +79,71 @@ class Run:
                        f"{int(col[0])} before a token; pad rows at the end only (right-padding)")
     if mode not in recurrence.DRIVERS:
       raise ValueError(f"mode must be one of {', '.join(recurrence.DRIVERS)}, got {mode!r}")
-    k_max = self.config.model.k_max
-    if depth is not None and not (isinstance(depth, (int, np.integer)) and 1 <= depth <= k_max):
-      raise ValueError(f"depth must be an integer from 1 to model.k_max={k_max}, got {depth!r}")
+    _check_depth(depth, self.config.model.k_max)
     args = (self.params, inputs.astype(np.int32)) + (() if depth is None else (np.int32(depth),))
     out = self._predictors[(mode, depth is not None)](*args)
     return jax.tree.map(np.asarray, out)
+
+  @functools.cached_property
+  def _generators(self) -> dict[tuple[str, bool], Callable]:
+    return {(schedule, forced): generator(self.config, schedule, forced)
+            for schedule in decoding.SCHEDULES for forced in (False, True)}
+
+  def generate(self, prompts, max_new_tokens: int, schedule: str = "depthwise",
+               depth: int | None = None) -> dict:
+    """Greedy continuation of each prompt (token ids ending with SEP, as the inputs of
+    `task.sample` up to the answer) by max_new_tokens tokens, as NumPy arrays: "tokens" [B, M],
+    "depth" [B, M] (block applications of the position that produced each token), "logits"
+    [B, M, V], "prefill_iterations" and "decode_steps" (loop steps after the prefill). Each token
+    equals the argmax of `predict(prompt + generated)` at the position before it, with its depth.
+
+    `schedule`: "depthwise" (each row at its own iteration) or "lockstep" (rows wait for the
+    deepest), same outputs; `depth` = k: every token halts at iteration k, as in `predict`."""
+    prompts = self._check_prompts(prompts, max_new_tokens)
+    if schedule not in decoding.SCHEDULES:
+      raise ValueError(f"schedule must be one of {', '.join(decoding.SCHEDULES)}, "
+                       f"got {schedule!r}")
+    _check_depth(depth, self.config.model.k_max)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    padded = np.full((len(prompts), lengths.max()), PAD, np.int32)
+    for row, prompt in zip(padded, prompts):
+      row[:len(prompt)] = prompt
+    args = (self.params, padded, lengths, max_new_tokens) + (
+        () if depth is None else (np.int32(depth),))
+    out = self._generators[(schedule, depth is not None)](*args)
+    return jax.tree.map(np.asarray, out)
+
+  def _check_prompts(self, prompts, max_new_tokens) -> list[np.ndarray]:
+    """The prompts as NumPy arrays, or ValueError saying what to change."""
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer))
+        or max_new_tokens < 1):
+      raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if len(prompts) == 0:
+      raise ValueError("prompts is empty; pass a list of 1-D integer arrays of token ids, each "
+                       f"ending with SEP (id {SEP})")
+    max_len, vocab = self.config.model.max_len, self.task.vocab_size
+    checked = []
+    for i, prompt in enumerate(prompts):
+      prompt = np.asarray(prompt)
+      if prompt.ndim != 1 or not np.issubdtype(prompt.dtype, np.integer):
+        raise ValueError(f"prompt {i} must be a 1-D integer array of token ids, got "
+                         f"{prompt.dtype} {prompt.shape}")
+      bad = prompt[(prompt < 0) | (prompt >= vocab)]
+      if bad.size:
+        raise ValueError(f"prompt {i} has token id {int(bad[0])}, outside the vocabulary "
+                         f"[0, {vocab}) of task {self.task.name!r}")
+      if PAD in prompt:
+        raise ValueError(f"prompt {i} has PAD (id {PAD}) at position "
+                         f"{int(np.argmax(prompt == PAD))}; pass prompts without padding")
+      if prompt.size == 0 or prompt[-1] != SEP:
+        raise ValueError(f"prompt {i} does not end with SEP (id {SEP}); end each prompt with SEP, "
+                         "as task.sample's inputs do before the answer")
+      if prompt.size + max_new_tokens > max_len:
+        raise ValueError(f"prompt {i} has {prompt.size} tokens and max_new_tokens is "
+                         f"{max_new_tokens}: {prompt.size + max_new_tokens} > model.max_len="
+                         f"{max_len}; shorten the prompt or lower max_new_tokens")
+      checked.append(prompt)
+    return checked
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -1,0 +1,327 @@
+"""Greedy autoregressive decoding with per-token adaptive depth and a key/value cache per iteration.
+
+Teacher-forced (`recurrence.forward`), the token at position p and iteration t attends to every
+earlier token's keys and values at iteration t: those the block of iteration t computes from that
+token's state, its frozen state once it has halted (block input h + c_t, layer t of a stacked
+core). Generation keeps them in a cache per iteration, k/v [B, K_max, L, H, Dh] (and one per
+prelude layer), so that a new token runs only its own iterations and reads the rest:
+  * prefill: the prompts [B, P] through the prelude and the masked-halting loop at once
+    (`recurrence.offset_block` and `advance`, with a block that writes each iteration's keys and
+    values), then the frozen states' keys and values for the iterations after the loop;
+  * decode: one position per row at a time, iterations 0, 1, ... until its token halts, each
+    reading cache[t] of the earlier positions and writing its own entry; once it halts, the keys
+    and values of its frozen state fill iterations depth..K_max-1 of its position (projected once
+    when the block input does not depend on t, once per iteration otherwise).
+Readout, argmax and the next token's embedding and prelude follow, rows at their own positions
+(prompts of different lengths). The whole decode is one jitted loop.
+
+Two schedules of the decode loop, with equal outputs:
+  * "lockstep": all rows decode position n together; a step runs the iterations of every row's
+    token until all have halted, so a batch waits for its deepest row;
+  * "depthwise": each row keeps its own (position, iteration) and a loop step applies one block
+    iteration to every row at that row's own iteration (`jax.vmap` of the single-row step; a
+    stacked core takes each row's layer); a row whose token halts reads out and starts its next
+    position at iteration 0 the next step, so no row idles while another is deep.
+"""
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from anira_jax import model, recurrence
+
+SCHEDULES = ("lockstep", "depthwise")
+
+
+class Cache(NamedTuple):
+  """Keys and values of every position: per core iteration, and per prelude layer.
+
+  When the block input does not depend on t (`depends_on_t`), a token whose state froze at depth
+  N has the same keys and values at every iteration from N on: they are kept once, in frozen_k/v,
+  and iterations t >= depth_BxL read them there. Otherwise they are written at every entry
+  N..K_max-1, and depth stays K_max (as for a token still running)."""
+  k_BxKxHxLxDh: jax.Array
+  v_BxKxHxLxDh: jax.Array
+  frozen_k_BxHxLxDh: jax.Array
+  frozen_v_BxHxLxDh: jax.Array
+  depth_BxL: jax.Array
+  prelude_k_BxPxHxLxDh: jax.Array
+  prelude_v_BxPxHxLxDh: jax.Array
+
+
+class Rows(NamedTuple):
+  """The depthwise loop's carry: each row's token in flight and what it generated so far."""
+  s: recurrence.State   # one token per row: fields [B, 1, ...], t [B] (the row's iteration)
+  ctx: recurrence.Context
+  cache: Cache
+  position_B: jax.Array
+  count_B: jax.Array    # tokens generated
+  out: dict             # tokens [B, M], depth [B, M], logits [B, M, V]
+  steps: jax.Array
+
+
+def init_cache(cfg: ml_collections.ConfigDict, batch: int, length: int) -> Cache:
+  shape = (cfg.num_heads, length, cfg.d_model // cfg.num_heads)
+  zeros = lambda *n: jnp.zeros((batch, *n) + shape)
+  return Cache(zeros(cfg.k_max), zeros(cfg.k_max), zeros(), zeros(),
+               jnp.full((batch, length), cfg.k_max), zeros(cfg.prelude_layers),
+               zeros(cfg.prelude_layers))
+
+
+def cached_layer(cfg: ml_collections.ConfigDict, layer: model.Params, x_BxTxD: jax.Array,
+                 positions_BxT: jax.Array, index: jax.Array | int, k_BxNxHxLxDh: jax.Array,
+                 v_BxNxHxLxDh: jax.Array, frozen: tuple[jax.Array, ...] = ()
+                 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """One layer on T new tokens per row at `positions`: their keys and values are written into
+  entry `index` of the caches (positions >= L write nothing), then each token attends to the
+  positions up to its own, read from entry `index` (or, with `frozen` = (depth [B, L], keys,
+  values [B, H, L, Dh]), from those of the positions whose depth <= index), as in the dense layer.
+  Returns (output, (k, v) caches). Writing before reading lets XLA update the caches in place
+  (read first, they were copied whole at every iteration)."""
+  chex.assert_shape(positions_BxT, x_BxTxD.shape[:2])
+  q, k, v = model.project(cfg, layer, x_BxTxD, positions_BxT)
+  at = (jnp.arange(x_BxTxD.shape[0])[:, None], index, slice(None), positions_BxT)
+  k_BxNxHxLxDh = k_BxNxHxLxDh.at[at].set(k, mode="drop")
+  v_BxNxHxLxDh = v_BxNxHxLxDh.at[at].set(v, mode="drop")
+
+  def read(c_BxNxHxLxDh, frozen_BxHxLxDh=None):
+    c_BxHxLxDh = c_BxNxHxLxDh[:, index]
+    if frozen:
+      c_BxHxLxDh = jnp.where((index >= frozen[0])[:, None, :, None], frozen_BxHxLxDh, c_BxHxLxDh)
+    return jnp.swapaxes(c_BxHxLxDh, 1, 2)
+  o = model.attend(q, read(k_BxNxHxLxDh, *frozen[1:2]), read(v_BxNxHxLxDh, *frozen[2:]),
+                   positions_BxT)
+  return model.finish(cfg, layer, x_BxTxD, o), (k_BxNxHxLxDh, v_BxNxHxLxDh)
+
+
+def _layer_at(cfg: ml_collections.ConfigDict, params: model.Params, t: jax.Array) -> model.Params:
+  """The core's layer of iteration t (as in `model.block`)."""
+  core = params["core"]
+  return jax.tree.map(lambda p: jnp.asarray(p)[t], core) if model.variant(cfg).stacked else core
+
+
+def _prelude(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: jax.Array,
+             positions_BxT: jax.Array, k_BxPxHxLxDh: jax.Array,
+             v_BxPxHxLxDh: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """Embedding and prelude of new tokens: (output, the prelude's caches with their keys and
+  values)."""
+  x = model.embed(params, tokens_BxT)
+  for i, layer in enumerate(params["prelude"]):
+    x, (k_BxPxHxLxDh, v_BxPxHxLxDh) = cached_layer(cfg.model, layer, x, positions_BxT, i,
+                                                   k_BxPxHxLxDh, v_BxPxHxLxDh)
+  return x, (k_BxPxHxLxDh, v_BxPxHxLxDh)
+
+
+def _context(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxTxD: jax.Array,
+             halt_at: jax.Array | None) -> recurrence.Context:
+  """What the recurrence of tokens with prelude output h0 reads (as `recurrence.forward`)."""
+  early = (model.halt_logits(params, h0_BxTxD) if model.variant(cfg.model).halting == "early"
+           else jnp.zeros(h0_BxTxD.shape[:2] + (cfg.model.k_max,)))
+  return recurrence.Context(early, h0_BxTxD if cfg.model.input_injection else None, halt_at)
+
+
+def _init_state(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxTxD: jax.Array,
+                valid_BxT: jax.Array) -> recurrence.State:
+  out_dim = (model.vocab_size(params) if cfg.halting.output == "distribution"
+             else h0_BxTxD.shape[-1])
+  return recurrence.init_state(h0_BxTxD, valid_BxT, cfg.model.k_max, out_dim)
+
+
+def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
+                  out_BxTxO: jax.Array) -> jax.Array:
+  """Logits from the halting mixture (as `recurrence.forward`)."""
+  if cfg.halting.output == "distribution":
+    return jnp.log(jnp.maximum(out_BxTxO, recurrence.TINY))
+  return model.readout(params, out_BxTxO)
+
+
+def iterate(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrence.Context,
+            positions_BxT: jax.Array, s: recurrence.State,
+            cache: Cache) -> tuple[recurrence.State, Cache]:
+  """`recurrence.step` on T new tokens per row, the block reading and writing cache[s.t]."""
+  layer = _layer_at(cfg.model, params, s.t)
+  frozen = (cache.depth_BxL, cache.frozen_k_BxHxLxDh, cache.frozen_v_BxHxLxDh)
+  h_new, (k, v) = recurrence.offset_block(
+      lambda x: cached_layer(cfg.model, layer, x, positions_BxT, s.t, cache.k_BxKxHxLxDh,
+                             cache.v_BxKxHxLxDh, frozen), params, ctx, s)
+  return (recurrence.advance(cfg, params, ctx, s, h_new),
+          cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
+
+
+def depends_on_t(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether a frozen state's keys and values change with the iteration."""
+  return model.variant(cfg).stacked or cfg.iteration_embedding
+
+
+def fill_frozen(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrence.Context,
+                h_BxTxD: jax.Array, positions_BxT: jax.Array, depth_BxT: jax.Array,
+                cache: Cache) -> Cache:
+  """The cache after tokens froze with states h at depths N (tokens with N = 0 or K_max are
+  left alone): their keys and values for the iterations from N on, into frozen_k/v (and N into
+  depth), or into every entry N..K_max-1 when they depend on the iteration. Nothing is computed
+  when no token froze before K_max."""
+  k_max, L = cfg.model.k_max, cache.k_BxKxHxLxDh.shape[3]
+  froze_BxT = (depth_BxT > 0) & (depth_BxT < k_max)
+  rows_Bx1 = jnp.arange(h_BxTxD.shape[0])[:, None]
+
+  def kv(t):
+    c = recurrence.block_offset(params, ctx, t)
+    return model.project(cfg.model, _layer_at(cfg.model, params, t),
+                         h_BxTxD if c is None else h_BxTxD + c, positions_BxT)[1:]
+  if depends_on_t(cfg.model):
+    new = lambda: jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), jax.vmap(kv)(jnp.arange(k_max)))
+    t_1xKx1 = jnp.arange(k_max)[None, :, None]
+    later_BxKxT = froze_BxT[:, None] & (t_1xKx1 >= depth_BxT[:, None])
+    at = (rows_Bx1[..., None], t_1xKx1, slice(None),
+          jnp.where(later_BxKxT, positions_BxT[:, None], L))    # L: nowhere
+    names = ("k_BxKxHxLxDh", "v_BxKxHxLxDh")
+  else:
+    new = lambda: kv(jnp.zeros((), jnp.int32))
+    at = (rows_Bx1, slice(None), jnp.where(froze_BxT, positions_BxT, L))
+    names = ("frozen_k_BxHxLxDh", "frozen_v_BxHxLxDh")
+    cache = cache._replace(depth_BxL=cache.depth_BxL.at[at[0], at[2]].set(depth_BxT, mode="drop"))
+  k, v = jax.lax.cond(jnp.any(froze_BxT), new, lambda: jax.tree.map(
+      lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(new)))
+  return cache._replace(**{name: getattr(cache, name).at[at].set(x, mode="drop")
+                           for name, x in zip(names, (k, v))})
+
+
+def run_tokens(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: jax.Array,
+               positions_BxT: jax.Array, valid_BxT: jax.Array, cache: Cache,
+               halt_at: jax.Array | None) -> tuple[jax.Array, recurrence.State, Cache]:
+  """T new tokens per row through the whole model (the prefill, or one lock-step position):
+  (logits [B, T, V], final state, cache with the tokens' keys and values). Every iteration of the
+  loop writes every token's entry, of its frozen state once halted; `fill_frozen` then stores
+  the frozen keys and values for the later iterations."""
+  h0, prelude_kv = _prelude(cfg, params, tokens_BxT, positions_BxT, *cache[5:])
+  cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
+  ctx = _context(cfg, params, h0, halt_at)
+  s, cache = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL),
+                                lambda c: iterate(cfg, params, ctx, positions_BxT, *c),
+                                (_init_state(cfg, params, h0, valid_BxT), cache))
+  cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, positions_BxT, s.depth_BxL, cache)
+  return output_logits(cfg, params, s.out_BxLxO), s, cache
+
+
+def _record(out: dict, column_B: jax.Array, logits_BxV: jax.Array, depth_B: jax.Array) -> dict:
+  """`out` with each row's greedy token, depth and logits at its column (none where column = M)."""
+  rows_B = jnp.arange(logits_BxV.shape[0])
+  put = lambda buf, x: buf.at[rows_B, column_B].set(x, mode="drop")
+  return {"tokens": put(out["tokens"], jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)),
+          "depth": put(out["depth"], depth_B), "logits": put(out["logits"], logits_BxV)}
+
+
+def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
+                     out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
+  """Positions 1..M-1 of every row together: (outputs, loop iterations)."""
+  B, M = out["tokens"].shape
+
+  def body(n, carry):
+    out, cache, steps = carry
+    position_Bx1 = (lengths_B - 1 + n)[:, None]
+    tokens_Bx1 = jax.lax.dynamic_slice_in_dim(out["tokens"], n - 1, 1, axis=1)
+    logits, s, cache = run_tokens(cfg, params, tokens_Bx1, position_Bx1, jnp.ones((B, 1), bool),
+                                  cache, halt_at)
+    out = _record(out, jnp.full((B,), n), logits[:, 0], s.depth_BxL[:, 0])
+    return out, cache, steps + s.t
+  out, _, steps = jax.lax.fori_loop(1, M, body, (out, cache, jnp.zeros((), jnp.int32)))
+  return out, steps
+
+
+def _start(cfg: ml_collections.ConfigDict, params: model.Params, tokens_B: jax.Array,
+           position_B: jax.Array, prelude_kv: tuple[jax.Array, jax.Array], halt_at: jax.Array | None
+           ) -> tuple[recurrence.State, recurrence.Context, tuple[jax.Array, jax.Array]]:
+  """A token per row at iteration 0 of its position: its state and context, and the prelude's
+  caches with its keys and values."""
+  h0, prelude_kv = _prelude(cfg, params, tokens_B[:, None], position_B[:, None], *prelude_kv)
+  s = _init_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
+  return s._replace(t=jnp.zeros_like(position_B)), _context(cfg, params, h0, halt_at), prelude_kv
+
+
+def _iterate_rows(cfg: ml_collections.ConfigDict, params: model.Params, s: recurrence.State,
+                  ctx: recurrence.Context, position_B: jax.Array,
+                  cache: Cache) -> tuple[recurrence.State, Cache]:
+  """`iterate` on every row's token at that row's own iteration (s.t [B])."""
+  def one(s, ctx, position, cache):
+    lift = lambda x: x[None]   # the row as a batch of one
+    s1 = jax.tree.map(lift, s._replace(t=None))._replace(t=s.t)
+    ctx1 = recurrence.Context(*jax.tree.map(lift, ctx[:2]), ctx.halt_at)
+    s1, cache1 = iterate(cfg, params, ctx1, position[None, None], s1, jax.tree.map(lift, cache))
+    return (jax.tree.map(lambda x: x[0], s1._replace(t=None))._replace(t=s1.t),
+            cache1.k_BxKxHxLxDh[0], cache1.v_BxKxHxLxDh[0])
+  ctx_axes = recurrence.Context(0, None if ctx.inject_BxLxD is None else 0, None)
+  core = cache._replace(prelude_k_BxPxHxLxDh=None, prelude_v_BxPxHxLxDh=None)
+  s, k, v = jax.vmap(one, in_axes=(0, ctx_axes, 0, 0))(s, ctx, position_B, core)
+  return s, cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v)
+
+
+def _pick(mask_B: jax.Array, new, old):
+  """Rows of the pytree `new` where mask, of `old` elsewhere."""
+  return jax.tree.map(lambda n, o: jnp.where(mask_B.reshape(mask_B.shape + (1,) * (n.ndim - 1)),
+                                             n, o), new, old)
+
+
+def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
+                      out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
+  """Positions 1..M-1, each row at its own position and iteration: (outputs, loop steps). A step
+  starts the next token of the rows whose token halted, then runs one iteration on every row."""
+  B, M = out["tokens"].shape
+  L = cache.k_BxKxHxLxDh.shape[3]
+
+  def body(rows: Rows) -> Rows:
+    start_B = rows.s.halted_BxL[:, 0] & (rows.count_B < M)
+    position_B = rows.position_B + start_B
+    prelude_kv = rows.cache[5:]
+    fresh, ctx, prelude_kv = jax.lax.cond(
+        jnp.any(start_B),
+        lambda: _start(cfg, params, rows.out["tokens"][jnp.arange(B), rows.count_B - 1],
+                       jnp.where(start_B, position_B, L), prelude_kv, halt_at),  # L: writes nowhere
+        lambda: (rows.s, rows.ctx, prelude_kv))
+    s = _pick(start_B, fresh, rows.s)
+    ctx = recurrence.Context(*_pick(start_B, ctx[:2], rows.ctx[:2]), halt_at)
+    running_B = rows.count_B < M
+    s_new, cache = _iterate_rows(cfg, params, s, ctx, position_B,
+                                 rows.cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0],
+                                                     prelude_v_BxPxHxLxDh=prelude_kv[1]))
+    halted_B = s_new.halted_BxL[:, 0] & running_B
+    out = _record(rows.out, jnp.where(halted_B, rows.count_B, M),
+                  output_logits(cfg, params, s_new.out_BxLxO)[:, 0], s_new.depth_BxL[:, 0])
+    cache = fill_frozen(cfg, params, ctx, s_new.h_BxLxD, position_B[:, None],
+                        jnp.where(halted_B[:, None], s_new.depth_BxL, 0), cache)
+    return Rows(_pick(running_B, s_new, s), ctx, cache, position_B, rows.count_B + halted_B, out,
+                rows.steps + 1)
+
+  # Every row starts halted at its last prompt position: the first step starts its next token.
+  h0 = jnp.zeros((B, 1, cfg.model.d_model))
+  s = _init_state(cfg, params, h0, jnp.zeros((B, 1), bool))
+  rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), _context(cfg, params, h0, halt_at), cache,
+              lengths_B - 1, jnp.ones((B,), jnp.int32), out, jnp.zeros((), jnp.int32))
+  rows = jax.lax.while_loop(lambda r: jnp.any(r.count_B < M), body, rows)
+  return rows.out, rows.steps
+
+
+def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: jax.Array,
+             lengths_B: jax.Array, max_new_tokens: int, schedule: str = "depthwise",
+             halt_at: jax.Array | None = None) -> dict:
+  """Greedy continuation of right-padded prompts (row b: prompts[b, :lengths[b]]) by
+  max_new_tokens tokens: {"tokens" [B, M], "depth" [B, M] (block applications of the position
+  that produced each token), "logits" [B, M, V], "prefill_iterations", "decode_steps" (loop steps
+  after the prefill)}. `halt_at` = k: every token halts at iteration k."""
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+  B, P = prompts_BxP.shape
+  M = max_new_tokens
+  cache = init_cache(cfg.model, B, P + M - 1)
+  positions_BxP = jnp.broadcast_to(jnp.arange(P), (B, P))
+  logits, s, cache = run_tokens(cfg, params, prompts_BxP, positions_BxP,
+                                positions_BxP < lengths_B[:, None], cache, halt_at)
+  rows_B, last_B = jnp.arange(B), lengths_B - 1
+  V = logits.shape[-1]
+  out = {"tokens": jnp.zeros((B, M), jnp.int32), "depth": jnp.zeros((B, M), jnp.int32),
+         "logits": jnp.zeros((B, M, V), logits.dtype)}
+  out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B], s.depth_BxL[rows_B, last_B])
+  decode = _decode_lockstep if schedule == "lockstep" else _decode_depthwise
+  out, steps = decode(cfg, params, lengths_B, out, cache, halt_at)
+  return {**out, "prefill_iterations": s.t, "decode_steps": steps}
