@@ -103,6 +103,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.eval.seed = 1234                # evaluation sets do not depend on the training seed
   c.eval.examples = 256             # per size
   c.eval.data_dir = ""              # frozen sets (python -m anira_jax.tasks build); "": generate
+  c.eval.generation = True          # also sequence accuracy by greedy generation (Run.generate)
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.mode = "shard_map"

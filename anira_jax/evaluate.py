@@ -4,13 +4,14 @@ python -m anira_jax.evaluate --workdir=DIR   reloads the latest checkpoint and r
 """
 import json
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from absl import flags
 import ml_collections
 import numpy as np
 
 from anira_jax import cli, data, errors, model, runs, stats, tasks
+from anira_jax.tasks.base import PAD
 
 METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
 RANGES = ("in_distribution", "out_of_distribution")
@@ -27,11 +28,40 @@ def depth_summary(depth_BxL: np.ndarray, mask_BxL: np.ndarray, k_max: int) -> di
 class Predictors(NamedTuple):
   own: runs.Predict      # the model's own halting
   forced: runs.Predict   # every token halting at a given iteration k
+  generate: Callable | None = None   # greedy generation (runs.generator); None: not measured
 
 
 def predictors(cfg: ml_collections.ConfigDict) -> Predictors:
-  """The while_loop predictors evaluation runs (compiled once, reused at every evaluation)."""
-  return Predictors(runs.predictor(cfg, "while"), runs.predictor(cfg, "while", forced=True))
+  """The predictors evaluation runs (compiled once, reused at every evaluation)."""
+  return Predictors(runs.predictor(cfg, "while"), runs.predictor(cfg, "while", forced=True),
+                    runs.generator(cfg, "depthwise") if cfg.eval.generation else None)
+
+
+def prompts_of(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(prompts [B, P] right-padded, their lengths [B], answer lengths [B]) of a task batch: each
+  row's tokens up to and including the SEP before its first answer token."""
+  start_B = batch["loss_mask"].argmax(axis=1)
+  lengths_B = start_B + 1
+  prompts = np.where(np.arange(lengths_B.max())[None] < lengths_B[:, None],
+                     batch["inputs"][:, :lengths_B.max()], PAD)
+  return prompts.astype(np.int32), lengths_B.astype(np.int32), batch["loss_mask"].sum(axis=1)
+
+
+def generation_right(params: model.Params, generate: Callable, sets: dict[int, dict]
+                     ) -> dict[int, np.ndarray]:
+  """Per size, whether greedy generation from each prompt gives the whole answer [B]. Prompts
+  and answers are padded to one shape over the sizes: a single compile."""
+  parts = {size: prompts_of(batch) for size, batch in sets.items()}
+  width = max(p.shape[1] for p, _, _ in parts.values())
+  new_tokens = int(max(a.max() for _, _, a in parts.values()))
+  right = {}
+  for size, (prompts, lengths, answer) in parts.items():
+    out = generate(params, np.pad(prompts, ((0, 0), (0, width - prompts.shape[1]))), lengths,
+                   new_tokens)
+    tokens, batch = np.asarray(out["tokens"]), sets[size]
+    right[size] = np.array([np.array_equal(row[:n], targets[mask]) for row, n, targets, mask
+                            in zip(tokens, answer, batch["targets"], batch["loss_mask"])])
+  return right
 
 
 def predict_sets(params: model.Params, predict: Predictors, sets: dict[int, dict],
@@ -75,10 +105,12 @@ def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Par
   """(eval.json content, per-token records) on answer tokens, per size.
 
   Teacher-forced: a sequence counts as correct when every answer token is, which is exactly when
-  greedy decoding reproduces the answer. Also the accuracy at each forced depth k = 1..K and the
+  greedy decoding reproduces the answer; with eval.generation, greedy generation checks it
+  ("generation_sequence_accuracy"). Also the accuracy at each forced depth k = 1..K and the
   needed depth of every answer token (`needed_depth`)."""
   lo, hi = cfg.task.train_sizes
   predictions = predict_sets(params, predict, sets, cfg.model.k_max)
+  generated = None if predict.generate is None else generation_right(params, predict.generate, sets)
   sizes = {}
   for size, batch in sets.items():
     mask, p = batch["loss_mask"], predictions[size]
@@ -89,6 +121,8 @@ def evaluate(cfg: ml_collections.ConfigDict, task: tasks.Task, params: model.Par
     sizes[str(size)] = {
         "token_accuracy": float(right[mask].mean()),
         "sequence_accuracy": float(right.all(axis=1).mean()),
+        **({} if generated is None else
+           {"generation_sequence_accuracy": float(generated[size].mean())}),
         **depth_summary(p["depth"], mask, cfg.model.k_max),
         **needed_summary(p["needed"], p["depth"], mask, cfg.model.k_max),
         "forced_token_accuracy": [round(float(r[mask].mean()), 6) for r in forced_right_KxBxL],

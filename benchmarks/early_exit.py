@@ -32,16 +32,6 @@ from ml_collections import config_flags
 
 from anira_jax import cli, model, runs, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
-                                          "Config trained when --workdir holds no run.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
-_BATCHES = flags.DEFINE_list("batches", ["1", "64"], "Batch sizes to time.")
-_SIZE = flags.DEFINE_integer("size", 0, "Task size of the inputs; 0: the largest training size.")
-_INPUTS = flags.DEFINE_integer("inputs", 8, "Distinct input batches per batch size.")
-_ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed passes over the inputs per mode.")
-_JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
-
 MODES = ("scan", "while", "compact")
 
 
@@ -121,4 +111,13 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
+                                            "Config trained when --workdir holds no run.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
+  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
+  _BATCHES = flags.DEFINE_list("batches", ["1", "64"], "Batch sizes to time.")
+  _SIZE = flags.DEFINE_integer("size", 0, "Task size of the inputs; 0: the largest training size.")
+  _INPUTS = flags.DEFINE_integer("inputs", 8, "Distinct input batches per batch size.")
+  _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed passes over the inputs per mode.")
+  _JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
   cli.run(main, flags_parser=cli.config_parser(_CONFIG))

@@ -80,6 +80,7 @@ TINY = {
     "train.eval_every": 1000,
     "train.checkpoint_every": 1000,
     "eval.examples": 16,
+    "eval.generation": False,   # one compilation less per run; tests/test_evaluate.py turns it on
 }
 
 

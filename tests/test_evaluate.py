@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from anira_jax import evaluate
+from anira_jax import data, evaluate, runs
 from anira_jax.tasks.base import PAD
 from conftest import read_eval, run_module, stderr_lines, tiny_config
 
@@ -50,6 +50,29 @@ def test_evaluate_run_reproduces_training_eval(tmp_path, trained_run):
     assert records["correct"][rows].mean() == pytest.approx(m["token_accuracy"])
     assert records["depth"][rows].mean() == pytest.approx(m["mean_depth"])
     assert (records["in_distribution"][rows] == m["in_distribution"]).all()
+
+
+def test_generation_accuracy_equals_the_teacher_forced_one(trained_run):
+  # A sequence is right teacher-forced exactly when greedy generation gives its answer: the two
+  # accuracies agree at every size, in and out of distribution.
+  run = runs.load_run(str(trained_run("anira_o")))
+  cfg = run.config.copy_and_resolve_references()
+  cfg.eval.generation = True
+  result, _ = evaluate.evaluate(cfg, run.task, run.params, evaluate.predictors(cfg),
+                                data.eval_sets(cfg, run.task))
+  accuracies = [(m["generation_sequence_accuracy"], m["sequence_accuracy"])
+                for m in result["sizes"].values()]
+  assert all(g == t for g, t in accuracies), accuracies
+  assert len({t for _, t in accuracies}) > 1   # not all 0 or all 1
+
+
+def test_prompts_of_by_hand():
+  batch = {"inputs": np.array([[5, 6, 1, 7, 8], [5, 1, 7, 0, 0]]),
+           "loss_mask": np.array([[0, 0, 1, 1, 0], [0, 1, 1, 0, 0]], bool)}
+  prompts, lengths, answer = evaluate.prompts_of(batch)
+  np.testing.assert_array_equal(prompts, [[5, 6, 1], [5, 1, PAD]])
+  np.testing.assert_array_equal(lengths, [3, 2])
+  np.testing.assert_array_equal(answer, [2, 2])
 
 
 def _crafted(vocab=18, k_max=4):

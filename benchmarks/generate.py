@@ -1,0 +1,132 @@
+"""Generation time saved by halting: every token forced to K_max vs the model's own depth.
+
+python benchmarks/generate.py --json [--workdir=DIR] [--config=configs/sorting.py]
+          [--train_steps=300] [--batches=1,8,64] [--size=8] [--inputs=4] [--rounds=7]
+
+Loads the run in --workdir; when it holds none, first trains --config (default anira_o on sorting)
+for --train_steps steps there (default: a temporary directory). Then, in this process, times greedy
+generation (`runs.generator`, the whole prefill and decode in one jitted call) of the answers to
+--inputs fixed batches of prompts of --size (default: the largest training size), as many new
+tokens as the answer has, at each batch size and schedule ("lockstep": a step waits for the
+deepest row; "depthwise": each row at its own iteration), by the model with its own halting and
+with every token forced to K_max (the dense baseline, same schedule). After one warm-up call per
+input, each of --rounds rounds times one pass over the inputs per mode, modes interleaved; the
+median pass is the mode's time.
+
+Prints one JSON line {"results": [{"batch", "schedule", "compaction" (depth-wise batching),
+"ideal_speedup" (K_max / mean depth of the generated tokens), "batch_ideal_speedup" (K_max / mean
+over decode positions of the deepest row's depth: what lock-step batching can at best keep),
+"realized_speedup" (time forced to K_max / time with halting), "realized_over_ideal",
+"realized_speedup_cpu" (the same from process CPU time), "tokens_per_s" (generated tokens per
+second with halting), "mean_depth", "decode_steps", "call_s", "dense_call_s", "compile_s",
+"k_max", "prompt_len", "new_tokens", "d_model"}, ...]}.
+"""
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import flags
+from early_exit import load_or_train   # this script's directory is on sys.path
+from ml_collections import config_flags
+
+from anira_jax import cli, decoding, model, runs
+from anira_jax.tasks.base import SEP
+
+
+def prompt_batches(run: runs.Run, batch: int, size: int, count: int) -> tuple[list, int]:
+  """`count` fixed batches (prompts [B, P], lengths [B]) of `size`, and the answer length."""
+  batches, new_tokens = [], 0
+  for i in range(count):
+    examples = run.task.examples(10_000 + i, size, batch)
+    prompts = [ex.prompt_tokens + [SEP] for ex in examples]
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    padded = np.zeros((batch, lengths.max()), np.int32)
+    for row, p in zip(padded, prompts):
+      row[:len(p)] = p
+    batches.append((jax.device_put(padded), jax.device_put(lengths)))
+    new_tokens = max([new_tokens] + [len(ex.answer_tokens) for ex in examples])
+  return batches, new_tokens
+
+
+def _pass_seconds(call, inputs: list) -> tuple[float, float]:
+  """Wall-clock and process CPU seconds of one pass over the inputs."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  for x in inputs:
+    jax.block_until_ready(call(x))
+  return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_schedule(run: runs.Run, batch: int, size: int, schedule: str, num_inputs: int,
+                  rounds: int) -> dict:
+  """One row: generation with the model's halting against every token forced to K_max."""
+  cfg, k_max = run.config, run.config.model.k_max
+  params = jax.device_put(run.params)
+  inputs, new_tokens = prompt_batches(run, batch, size, num_inputs)
+  own, forced = runs.generator(cfg, schedule), runs.generator(cfg, schedule, forced=True)
+  calls = {"own": lambda x: own(params, *x, new_tokens),
+           "forced": lambda x: forced(params, *x, new_tokens, np.int32(k_max))}
+  compile_s, outputs = {}, {}
+  for mode, call in calls.items():
+    start = time.perf_counter()
+    outputs[mode] = [jax.tree.map(np.asarray, call(x)) for x in inputs]   # warm-up
+    compile_s[mode] = time.perf_counter() - start
+  passes = {mode: [] for mode in calls}
+  for _ in range(rounds):
+    for mode, call in calls.items():
+      passes[mode].append(_pass_seconds(call, inputs))
+  wall = {m: statistics.median(w for w, _ in p) for m, p in passes.items()}
+  cpu = {m: statistics.median(c for _, c in p) for m, p in passes.items()}
+  depth_NxBxM = np.stack([o["depth"] for o in outputs["own"]])
+  ideal = k_max / depth_NxBxM.mean()
+  batch_ideal = k_max / depth_NxBxM.max(axis=1).mean()
+  realized = wall["forced"] / wall["own"]
+  return {
+      "batch": batch, "schedule": schedule, "compaction": schedule == "depthwise",
+      "ideal_speedup": round(float(ideal), 3), "batch_ideal_speedup": round(float(batch_ideal), 3),
+      "realized_speedup": round(realized, 3), "realized_over_ideal": round(realized / ideal, 3),
+      "realized_speedup_cpu": round(cpu["forced"] / cpu["own"], 3),
+      "tokens_per_s": round(num_inputs * batch * new_tokens / wall["own"], 1),
+      "mean_depth": round(float(depth_NxBxM.mean()), 3),
+      "decode_steps": float(np.mean([int(o["decode_steps"]) for o in outputs["own"]])),
+      "call_s": round(wall["own"] / num_inputs, 6),
+      "dense_call_s": round(wall["forced"] / num_inputs, 6),
+      "compile_s": round(compile_s["own"], 2), "k_max": k_max,
+      "prompt_len": int(inputs[0][0].shape[1]), "new_tokens": new_tokens,
+      "d_model": cfg.model.d_model}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  with tempfile.TemporaryDirectory() as tmp:
+    run = load_or_train(_WORKDIR.value or tmp, _CONFIG.value, _TRAIN_STEPS.value)
+  if not model.variant(run.config.model).adaptive:
+    cli.fail("only the adaptive variants halt early; benchmark anira_o or anira_e")
+  size = _SIZE.value or run.config.task.train_sizes[1]
+  results = []
+  for batch in (int(b) for b in _BATCHES.value):
+    for schedule in decoding.SCHEDULES:
+      r = time_schedule(run, batch, size, schedule, _INPUTS.value, _ROUNDS.value)
+      results.append(r)
+      if not _JSON.value:
+        print(f"batch {batch:>3} {schedule:<9} ideal {r['ideal_speedup']:.2f}x (batch "
+              f"{r['batch_ideal_speedup']:.2f}x)  realized {r['realized_speedup']:.2f}x "
+              f"({r['realized_over_ideal']:.2f} of ideal)  {r['tokens_per_s']:.0f} tokens/s",
+              file=sys.stderr)
+  print(json.dumps({"results": results}))
+
+
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
+                                            "Config trained when --workdir holds no run.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
+  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
+  _BATCHES = flags.DEFINE_list("batches", ["1", "8", "64"], "Batch sizes to time.")
+  _SIZE = flags.DEFINE_integer("size", 0, "Task size of the prompts; 0: the largest training size.")
+  _INPUTS = flags.DEFINE_integer("inputs", 4, "Distinct prompt batches per batch size.")
+  _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed passes over the inputs per mode.")
+  _JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
+  cli.run(main, flags_parser=cli.config_parser(_CONFIG))
