@@ -110,6 +110,8 @@ class Run:
       row[:len(prompt)] = prompt
     args = (self.params, padded, lengths, max_new_tokens) + (
         () if depth is None else (np.int32(depth),))
+    if len(prompts) == 1:   # one row: both schedules are the lock-step loop (decoding.generate)
+      schedule = "lockstep"
     out = self._generators[(schedule, depth is not None)](*args)
     return jax.tree.map(np.asarray, out)
 
