@@ -3,15 +3,16 @@
 Teacher-forced (`recurrence.forward`), the token at position p and iteration t attends to every
 earlier token's keys and values at iteration t: those the block of iteration t computes from that
 token's state, its frozen state once it has halted (block input h + c_t, layer t of a stacked
-core). Generation keeps them in a cache per iteration, k/v [B, K_max, L, H, Dh] (and one per
+core). Generation keeps them in a cache per iteration, k/v [B, K_max, H, L, Dh] (and one per
 prelude layer), so that a new token runs only its own iterations and reads the rest:
   * prefill: the prompts [B, P] through the prelude and the masked-halting loop at once
     (`recurrence.offset_block` and `advance`, with a block that writes each iteration's keys and
-    values), then the frozen states' keys and values for the iterations after the loop;
+    values: a halted token's are those of its frozen state);
   * decode: one position per row at a time, iterations 0, 1, ... until its token halts, each
-    reading cache[t] of the earlier positions and writing its own entry; once it halts, the keys
-    and values of its frozen state fill iterations depth..K_max-1 of its position (projected once
-    when the block input does not depend on t, once per iteration otherwise).
+    writing its own entry and reading entry t of the earlier positions;
+  * after a token halts at depth N, the keys and values of its frozen state for iterations
+    N..K_max-1: once, with N telling later reads where to look, when the block input does not
+    depend on t (no iteration vectors, shared layer); otherwise projected for every iteration.
 Readout, argmax and the next token's embedding and prelude follow, rows at their own positions
 (prompts of different lengths). The whole decode is one jitted loop.
 
@@ -19,9 +20,10 @@ Two schedules of the decode loop, with equal outputs:
   * "lockstep": all rows decode position n together; a step runs the iterations of every row's
     token until all have halted, so a batch waits for its deepest row;
   * "depthwise": each row keeps its own (position, iteration) and a loop step applies one block
-    iteration to every row at that row's own iteration (`jax.vmap` of the single-row step; a
-    stacked core takes each row's layer); a row whose token halts reads out and starts its next
-    position at iteration 0 the next step, so no row idles while another is deep.
+    iteration to every row at that row's own iteration (a stacked core takes each row's layer);
+    a row whose token halts reads out, and the next step starts its next position at iteration 0,
+    so no row idles while another is deep. Rows finish at different steps; the loop ends when
+    every row has its tokens.
 """
 import functools
 from typing import NamedTuple
@@ -92,16 +94,17 @@ def cached_layer(cfg: ml_collections.ConfigDict, layer: model.Params, x_BxTxD: j
   q, k, v = apply(model.project, x_BxTxD, positions_BxT)
   if rows_B is None and per_row:
     rows_B = jnp.arange(B)
-  rows = slice(None) if rows_B is None else rows_B
-  at = (jnp.arange(B) if rows_B is None else rows_B)[:, None]
-  at = (at, index[:, None] if per_row else index, slice(None), positions_BxT)
+  index_Bx1 = index[:, None] if per_row else index
+  at = ((jnp.arange(B) if rows_B is None else rows_B)[:, None], index_Bx1, slice(None),
+        positions_BxT)
   k_BxNxHxLxDh = k_BxNxHxLxDh.at[at].set(k, mode="drop")
   v_BxNxHxLxDh = v_BxNxHxLxDh.at[at].set(v, mode="drop")
 
   def read(c_BxNxHxLxDh, frozen_BxHxLxDh=None):
-    c_BxHxLxDh = c_BxNxHxLxDh[rows, index]
+    c_BxHxLxDh = c_BxNxHxLxDh[slice(None) if rows_B is None else rows_B, index]
     if frozen:
-      c_BxHxLxDh = jnp.where((at[1] >= frozen[0])[:, None, :, None], frozen_BxHxLxDh, c_BxHxLxDh)
+      c_BxHxLxDh = jnp.where((index_Bx1 >= frozen[0])[:, None, :, None], frozen_BxHxLxDh,
+                             c_BxHxLxDh)
     return jnp.swapaxes(c_BxHxLxDh, 1, 2)
   o = model.attend(q, read(k_BxNxHxLxDh, *frozen[1:2]), read(v_BxNxHxLxDh, *frozen[2:]),
                    positions_BxT)
@@ -228,7 +231,7 @@ def _record(out: dict, column_B: jax.Array, logits_BxV: jax.Array, depth_B: jax.
 
 def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
                      out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
-  """Positions 1..M-1 of every row together: (outputs, loop iterations)."""
+  """Positions 1..M-1 of every row together: (outputs, iterations run)."""
   B, M = out["tokens"].shape
 
   def body(n, carry):
@@ -251,11 +254,10 @@ def _iterate_rows(cfg: ml_collections.ConfigDict, params: model.Params, s: recur
   it too made XLA transpose every row's keys and values before the attention, a fifth of a step
   at batch 64)."""
   lift = lambda x: x[None]   # a row as a batch of one
+  row_ctx = lambda ctx: recurrence.Context(*jax.tree.map(lift, ctx[:2]), ctx.halt_at)
   ctx_axes = recurrence.Context(0, None if ctx.inject_BxLxD is None else 0, None)
-  per_row = lambda fn: jax.vmap(lambda ctx, *args: fn(
-      recurrence.Context(*jax.tree.map(lift, ctx[:2]), ctx.halt_at), *args),
-      in_axes=(ctx_axes, 0, 0))
-  c = per_row(lambda ctx, t, _: recurrence.block_offset(params, ctx, t))(ctx, s.t, s.t)
+  c = jax.vmap(lambda ctx, t: recurrence.block_offset(params, row_ctx(ctx), t),
+               in_axes=(ctx_axes, 0))(ctx, s.t)
   c_Bx1xD = None if c is None else c.reshape(s.h_BxLxD.shape[:1] + c.shape[-2:])
   x = s.h_BxLxD if c is None else s.h_BxLxD + c_Bx1xD   # as recurrence.offset_block
   frozen = (cache.depth_BxL, cache.frozen_k_BxHxLxDh, cache.frozen_v_BxHxLxDh)
@@ -266,9 +268,10 @@ def _iterate_rows(cfg: ml_collections.ConfigDict, params: model.Params, s: recur
 
   def advance(ctx, s, h):
     s1 = jax.tree.map(lift, s._replace(t=None))._replace(t=s.t)
-    s1 = recurrence.advance(cfg, params, ctx, s1, lift(h))
+    s1 = recurrence.advance(cfg, params, row_ctx(ctx), s1, lift(h))
     return jax.tree.map(lambda x: x[0], s1._replace(t=None))._replace(t=s1.t)
-  return (per_row(advance)(ctx, s, h_new), cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
+  return (jax.vmap(advance, in_axes=(ctx_axes, 0, 0))(ctx, s, h_new),
+          cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
 
 
 def _pick(mask_B: jax.Array, new, old):
@@ -315,7 +318,7 @@ def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, p
 def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
                       out: dict, cache: Cache, halt_at: jax.Array | None,
                       chunk: int) -> tuple[dict, jax.Array]:
-  """Positions 1..M-1, each row at its own position and iteration: (outputs, loop steps). A step
+  """Positions 1..M-1, each row at its own position and iteration: (outputs, steps run). A step
   restarts the rows whose token halted (`_restart`), then runs one iteration on every row."""
   B, M = out["tokens"].shape
 
@@ -340,12 +343,13 @@ def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, leng
 
 
 def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: jax.Array,
-             lengths_B: jax.Array, max_new_tokens: int, schedule: str = "depthwise",
+             lengths_B: jax.Array, max_new_tokens: int, schedule: str = "lockstep",
              halt_at: jax.Array | None = None, chunk: int = 8) -> dict:
   """Greedy continuation of right-padded prompts (row b: prompts[b, :lengths[b]]) by
   max_new_tokens tokens: {"tokens" [B, M], "depth" [B, M] (block applications of the position
-  that produced each token), "logits" [B, M, V], "prefill_iterations", "decode_steps" (loop steps
-  after the prefill)}. `halt_at` = k: every token halts at iteration k."""
+  that produced each token), "logits" [B, M, V], "iterations" (block iterations run one after
+  another: "prefill_iterations" then "decode_iterations")}. `halt_at` = k: every token halts at
+  iteration k. `chunk`: rows restarted together in a depth-wise step (`_restart`)."""
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
   B, P = prompts_BxP.shape
@@ -358,9 +362,10 @@ def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: 
   V = logits.shape[-1]
   out = {"tokens": jnp.zeros((B, M), jnp.int32), "depth": jnp.zeros((B, M), jnp.int32),
          "logits": jnp.zeros((B, M, V), logits.dtype)}
-  out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B], s.depth_BxL[rows_B, last_B])
+  out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B],
+                s.depth_BxL[rows_B, last_B])
   if schedule == "lockstep" or B == 1:   # one row: the same schedule, in the simpler loop
     out, steps = _decode_lockstep(cfg, params, lengths_B, out, cache, halt_at)
   else:
     out, steps = _decode_depthwise(cfg, params, lengths_B, out, cache, halt_at, min(B, chunk))
-  return {**out, "prefill_iterations": s.t, "decode_steps": steps}
+  return {**out, "iterations": s.t + steps, "prefill_iterations": s.t, "decode_iterations": steps}

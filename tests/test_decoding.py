@@ -92,7 +92,8 @@ def _check_equals_teacher_forced(run, prompts, out, schedule):
   assert int(out["prefill_iterations"]) == tf["prompt_depth"].max()
   later = out["depth"][:, 1:]
   steps = later.max(axis=0).sum() if schedule == "lockstep" else later.sum(axis=1).max()
-  assert int(out["decode_steps"]) == steps
+  assert int(out["decode_iterations"]) == steps
+  assert int(out["iterations"]) == int(out["prefill_iterations"]) + steps
 
 
 # (variant, halting.output, config overrides, schedule): every variant with both output rules,
@@ -127,7 +128,7 @@ def test_forced_depth_equals_teacher_forced():
   prompts = _prompts(run, (7,), seed=100)
   out = run.generate(prompts, NEW, depth=2)
   np.testing.assert_array_equal(out["depth"], 2)
-  assert int(out["prefill_iterations"]) == 2 and int(out["decode_steps"]) == 2 * (NEW - 1)
+  assert int(out["prefill_iterations"]) == 2 and int(out["decode_iterations"]) == 2 * (NEW - 1)
   tf = _teacher_forced(run, prompts, out["tokens"], depth=2)
   np.testing.assert_array_equal(out["tokens"], np.argmax(tf["logits"], axis=-1))
   np.testing.assert_allclose(out["logits"], tf["logits"], rtol=0, atol=1e-5)
@@ -141,7 +142,7 @@ def test_a_row_does_not_depend_on_its_batch_mates():
   out_alone = run.generate(alone, NEW)
   for index, seed in ((0, 200), (9, 300)):
     mates = _prompts(run, SIZES[1:], seed)
-    out = run.generate(mates[:index] + alone + mates[index:], NEW)
+    out = run.generate(mates[:index] + alone + mates[index:], NEW, schedule="depthwise")
     np.testing.assert_array_equal(out["tokens"][index], out_alone["tokens"][0])
     np.testing.assert_array_equal(out["depth"][index], out_alone["depth"][0])
     np.testing.assert_allclose(out["logits"][index], out_alone["logits"][0], rtol=0, atol=1e-6)
