@@ -3,15 +3,16 @@
 Teacher-forced (`recurrence.forward`), the token at position p and iteration t attends to every
 earlier token's keys and values at iteration t: those the block of iteration t computes from that
 token's state, its frozen state once it has halted (block input h + c_t, layer t of a stacked
-core). Generation keeps them in a cache per iteration, k/v [B, K_max, L, H, Dh] (and one per
+core). Generation keeps them in a cache per iteration, k/v [B, K_max, H, L, Dh] (and one per
 prelude layer), so that a new token runs only its own iterations and reads the rest:
   * prefill: the prompts [B, P] through the prelude and the masked-halting loop at once
     (`recurrence.offset_block` and `advance`, with a block that writes each iteration's keys and
-    values), then the frozen states' keys and values for the iterations after the loop;
+    values: a halted token's are those of its frozen state);
   * decode: one position per row at a time, iterations 0, 1, ... until its token halts, each
-    reading cache[t] of the earlier positions and writing its own entry; once it halts, the keys
-    and values of its frozen state fill iterations depth..K_max-1 of its position (projected once
-    when the block input does not depend on t, once per iteration otherwise).
+    writing its own entry and reading entry t of the earlier positions;
+  * after a token halts at depth N, the keys and values of its frozen state for iterations
+    N..K_max-1: once, with N telling later reads where to look, when the block input does not
+    depend on t (no iteration vectors, shared layer); otherwise projected for every iteration.
 Readout, argmax and the next token's embedding and prelude follow, rows at their own positions
 (prompts of different lengths). The whole decode is one jitted loop.
 
@@ -19,10 +20,12 @@ Two schedules of the decode loop, with equal outputs:
   * "lockstep": all rows decode position n together; a step runs the iterations of every row's
     token until all have halted, so a batch waits for its deepest row;
   * "depthwise": each row keeps its own (position, iteration) and a loop step applies one block
-    iteration to every row at that row's own iteration (`jax.vmap` of the single-row step; a
-    stacked core takes each row's layer); a row whose token halts reads out and starts its next
-    position at iteration 0 the next step, so no row idles while another is deep.
+    iteration to every row at that row's own iteration (a stacked core takes each row's layer);
+    a row whose token halts reads out, and the next step starts its next position at iteration 0,
+    so no row idles while another is deep. Rows finish at different steps; the loop ends when
+    every row has its tokens.
 """
+import functools
 from typing import NamedTuple
 
 import chex
@@ -72,28 +75,40 @@ def init_cache(cfg: ml_collections.ConfigDict, batch: int, length: int) -> Cache
 
 def cached_layer(cfg: ml_collections.ConfigDict, layer: model.Params, x_BxTxD: jax.Array,
                  positions_BxT: jax.Array, index: jax.Array | int, k_BxNxHxLxDh: jax.Array,
-                 v_BxNxHxLxDh: jax.Array, frozen: tuple[jax.Array, ...] = ()
+                 v_BxNxHxLxDh: jax.Array, frozen: tuple[jax.Array, ...] = (),
+                 rows_B: jax.Array | None = None
                  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """One layer on T new tokens per row at `positions`: their keys and values are written into
   entry `index` of the caches (positions >= L write nothing), then each token attends to the
   positions up to its own, read from entry `index` (or, with `frozen` = (depth [B, L], keys,
   values [B, H, L, Dh]), from those of the positions whose depth <= index), as in the dense layer.
-  Returns (output, (k, v) caches). Writing before reading lets XLA update the caches in place
-  (read first, they were copied whole at every iteration)."""
+  `index` is one entry for all rows, or one per row [B] (then `layer` holds one layer per row
+  when the core is stacked); `rows_B`: the cache rows of the tokens' rows, when not all in order
+  (out of range: none). Returns (output, (k, v) caches). Writing before reading lets XLA update
+  the caches in place (read first, they were copied whole at every iteration)."""
   chex.assert_shape(positions_BxT, x_BxTxD.shape[:2])
-  q, k, v = model.project(cfg, layer, x_BxTxD, positions_BxT)
-  at = (jnp.arange(x_BxTxD.shape[0])[:, None], index, slice(None), positions_BxT)
+  B = x_BxTxD.shape[0]
+  per_row = jnp.ndim(index) == 1
+  apply = lambda fn, *args: (jax.vmap(functools.partial(fn, cfg))(layer, *args)
+                             if per_row and model.variant(cfg).stacked else fn(cfg, layer, *args))
+  q, k, v = apply(model.project, x_BxTxD, positions_BxT)
+  if rows_B is None and per_row:
+    rows_B = jnp.arange(B)
+  index_Bx1 = index[:, None] if per_row else index
+  at = ((jnp.arange(B) if rows_B is None else rows_B)[:, None], index_Bx1, slice(None),
+        positions_BxT)
   k_BxNxHxLxDh = k_BxNxHxLxDh.at[at].set(k, mode="drop")
   v_BxNxHxLxDh = v_BxNxHxLxDh.at[at].set(v, mode="drop")
 
   def read(c_BxNxHxLxDh, frozen_BxHxLxDh=None):
-    c_BxHxLxDh = c_BxNxHxLxDh[:, index]
+    c_BxHxLxDh = c_BxNxHxLxDh[slice(None) if rows_B is None else rows_B, index]
     if frozen:
-      c_BxHxLxDh = jnp.where((index >= frozen[0])[:, None, :, None], frozen_BxHxLxDh, c_BxHxLxDh)
+      c_BxHxLxDh = jnp.where((index_Bx1 >= frozen[0])[:, None, :, None], frozen_BxHxLxDh,
+                             c_BxHxLxDh)
     return jnp.swapaxes(c_BxHxLxDh, 1, 2)
   o = model.attend(q, read(k_BxNxHxLxDh, *frozen[1:2]), read(v_BxNxHxLxDh, *frozen[2:]),
                    positions_BxT)
-  return model.finish(cfg, layer, x_BxTxD, o), (k_BxNxHxLxDh, v_BxNxHxLxDh)
+  return apply(model.finish, x_BxTxD, o), (k_BxNxHxLxDh, v_BxNxHxLxDh)
 
 
 def _layer_at(cfg: ml_collections.ConfigDict, params: model.Params, t: jax.Array) -> model.Params:
@@ -103,14 +118,14 @@ def _layer_at(cfg: ml_collections.ConfigDict, params: model.Params, t: jax.Array
 
 
 def _prelude(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: jax.Array,
-             positions_BxT: jax.Array, k_BxPxHxLxDh: jax.Array,
-             v_BxPxHxLxDh: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-  """Embedding and prelude of new tokens: (output, the prelude's caches with their keys and
-  values)."""
+             positions_BxT: jax.Array, k_BxPxHxLxDh: jax.Array, v_BxPxHxLxDh: jax.Array,
+             rows_B: jax.Array | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """Embedding and prelude of new tokens (of the cache rows `rows_B`, as in `cached_layer`):
+  (output, the prelude's caches with their keys and values)."""
   x = model.embed(params, tokens_BxT)
   for i, layer in enumerate(params["prelude"]):
     x, (k_BxPxHxLxDh, v_BxPxHxLxDh) = cached_layer(cfg.model, layer, x, positions_BxT, i,
-                                                   k_BxPxHxLxDh, v_BxPxHxLxDh)
+                                                   k_BxPxHxLxDh, v_BxPxHxLxDh, rows_B=rows_B)
   return x, (k_BxPxHxLxDh, v_BxPxHxLxDh)
 
 
@@ -157,14 +172,15 @@ def depends_on_t(cfg: ml_collections.ConfigDict) -> bool:
 
 def fill_frozen(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrence.Context,
                 h_BxTxD: jax.Array, positions_BxT: jax.Array, depth_BxT: jax.Array,
-                cache: Cache) -> Cache:
-  """The cache after tokens froze with states h at depths N (tokens with N = 0 or K_max are
-  left alone): their keys and values for the iterations from N on, into frozen_k/v (and N into
-  depth), or into every entry N..K_max-1 when they depend on the iteration. Nothing is computed
-  when no token froze before K_max."""
+                cache: Cache, rows_B: jax.Array | None = None) -> Cache:
+  """The cache after tokens of its rows `rows_B` (default: all, in order; indices out of range
+  write nothing) froze with states h at depths N (tokens with N = 0 or K_max are left alone):
+  their keys and values for the iterations from N on, into frozen_k/v (and N into depth), or into
+  every entry N..K_max-1 when they depend on the iteration. Nothing is computed when no token
+  froze before K_max."""
   k_max, L = cfg.model.k_max, cache.k_BxKxHxLxDh.shape[3]
   froze_BxT = (depth_BxT > 0) & (depth_BxT < k_max)
-  rows_Bx1 = jnp.arange(h_BxTxD.shape[0])[:, None]
+  rows_Bx1 = (jnp.arange(h_BxTxD.shape[0]) if rows_B is None else rows_B)[:, None]
 
   def kv(t):
     c = recurrence.block_offset(params, ctx, t)
@@ -215,7 +231,7 @@ def _record(out: dict, column_B: jax.Array, logits_BxV: jax.Array, depth_B: jax.
 
 def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
                      out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
-  """Positions 1..M-1 of every row together: (outputs, loop iterations)."""
+  """Positions 1..M-1 of every row together: (outputs, iterations run)."""
   B, M = out["tokens"].shape
 
   def body(n, carry):
@@ -230,31 +246,32 @@ def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengt
   return out, steps
 
 
-def _start(cfg: ml_collections.ConfigDict, params: model.Params, tokens_B: jax.Array,
-           position_B: jax.Array, prelude_kv: tuple[jax.Array, jax.Array], halt_at: jax.Array | None
-           ) -> tuple[recurrence.State, recurrence.Context, tuple[jax.Array, jax.Array]]:
-  """A token per row at iteration 0 of its position: its state and context, and the prelude's
-  caches with its keys and values."""
-  h0, prelude_kv = _prelude(cfg, params, tokens_B[:, None], position_B[:, None], *prelude_kv)
-  s = _init_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
-  return s._replace(t=jnp.zeros_like(position_B)), _context(cfg, params, h0, halt_at), prelude_kv
-
-
 def _iterate_rows(cfg: ml_collections.ConfigDict, params: model.Params, s: recurrence.State,
                   ctx: recurrence.Context, position_B: jax.Array,
                   cache: Cache) -> tuple[recurrence.State, Cache]:
-  """`iterate` on every row's token at that row's own iteration (s.t [B])."""
-  def one(s, ctx, position, cache):
-    lift = lambda x: x[None]   # the row as a batch of one
-    s1 = jax.tree.map(lift, s._replace(t=None))._replace(t=s.t)
-    ctx1 = recurrence.Context(*jax.tree.map(lift, ctx[:2]), ctx.halt_at)
-    s1, cache1 = iterate(cfg, params, ctx1, position[None, None], s1, jax.tree.map(lift, cache))
-    return (jax.tree.map(lambda x: x[0], s1._replace(t=None))._replace(t=s1.t),
-            cache1.k_BxKxHxLxDh[0], cache1.v_BxKxHxLxDh[0])
+  """`iterate` on every row's token at that row's own iteration (s.t [B]): the block offset and
+  the halting of each row as a batch of one (`jax.vmap`), the layer on all rows at once (vmapping
+  it too made XLA transpose every row's keys and values before the attention, a fifth of a step
+  at batch 64)."""
+  lift = lambda x: x[None]   # a row as a batch of one
+  row_ctx = lambda ctx: recurrence.Context(*jax.tree.map(lift, ctx[:2]), ctx.halt_at)
   ctx_axes = recurrence.Context(0, None if ctx.inject_BxLxD is None else 0, None)
-  core = cache._replace(prelude_k_BxPxHxLxDh=None, prelude_v_BxPxHxLxDh=None)
-  s, k, v = jax.vmap(one, in_axes=(0, ctx_axes, 0, 0))(s, ctx, position_B, core)
-  return s, cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v)
+  c = jax.vmap(lambda ctx, t: recurrence.block_offset(params, row_ctx(ctx), t),
+               in_axes=(ctx_axes, 0))(ctx, s.t)
+  c_Bx1xD = None if c is None else c.reshape(s.h_BxLxD.shape[:1] + c.shape[-2:])
+  x = s.h_BxLxD if c is None else s.h_BxLxD + c_Bx1xD   # as recurrence.offset_block
+  frozen = (cache.depth_BxL, cache.frozen_k_BxHxLxDh, cache.frozen_v_BxHxLxDh)
+  h_new, (k, v) = cached_layer(cfg.model, _layer_at(cfg.model, params, s.t), x,
+                               position_B[:, None], s.t, cache.k_BxKxHxLxDh, cache.v_BxKxHxLxDh,
+                               frozen)
+  h_new = h_new if c is None else h_new - c_Bx1xD
+
+  def advance(ctx, s, h):
+    s1 = jax.tree.map(lift, s._replace(t=None))._replace(t=s.t)
+    s1 = recurrence.advance(cfg, params, row_ctx(ctx), s1, lift(h))
+    return jax.tree.map(lambda x: x[0], s1._replace(t=None))._replace(t=s1.t)
+  return (jax.vmap(advance, in_axes=(ctx_axes, 0, 0))(ctx, s, h_new),
+          cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
 
 
 def _pick(mask_B: jax.Array, new, old):
@@ -263,37 +280,60 @@ def _pick(mask_B: jax.Array, new, old):
                                              n, o), new, old)
 
 
+def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, pending_B: jax.Array,
+             chunk: int) -> Rows:
+  """The rows whose token halted, each at iteration 0 of its next position with the token it
+  generated; their frozen keys and values stored first. Runs on `chunk` rows at a time, as many
+  times as needed (none when no row halted), or on all rows at once when more than half are
+  pending (all at once with forced depths, where every row halts together)."""
+  B = pending_B.shape[0]
+  count = jnp.sum(pending_B)
+  order_N = jnp.nonzero(pending_B, size=B + chunk, fill_value=B)[0]  # B: no row
+  take = lambda tree, idx: jax.tree.map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), tree)
+  put = lambda tree, idx, new: jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), tree, new)
+
+  def restart(size: int, i: jax.Array, rows: Rows) -> Rows:
+    idx_C = jax.lax.dynamic_slice_in_dim(order_N, i * size, size)
+    s, ctx, position_C, count_C = take((rows.s, rows.ctx[:2], rows.position_B, rows.count_B), idx_C)
+    ctx = recurrence.Context(*ctx, rows.ctx.halt_at)
+    cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, position_C[:, None], s.depth_BxL,
+                        rows.cache, idx_C)
+    tokens_Cx1 = jnp.take_along_axis(take(rows.out["tokens"], idx_C), count_C[:, None] - 1, axis=1)
+    position_C = position_C + 1
+    h0, prelude_kv = _prelude(cfg, params, tokens_Cx1, position_C[:, None], *cache[5:], idx_C)
+    cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
+    fresh = _init_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
+    fresh = fresh._replace(t=jnp.zeros_like(position_C))
+    s, ctx2, position_B = put((rows.s, rows.ctx[:2], rows.position_B), idx_C,
+                               (fresh, _context(cfg, params, h0, rows.ctx.halt_at)[:2], position_C))
+    return rows._replace(s=s, ctx=recurrence.Context(*ctx2, rows.ctx.halt_at), cache=cache,
+                         position_B=position_B)
+  # Loops of 0 or more trips rather than lax.cond, which copies the caches in and out.
+  together = (2 * count > B).astype(jnp.int32)
+  rows = jax.lax.fori_loop(0, together, functools.partial(restart, B), rows)
+  return jax.lax.fori_loop(0, (1 - together) * (-(-count // chunk)),
+                           functools.partial(restart, chunk), rows)
+
+
 def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
-                      out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
-  """Positions 1..M-1, each row at its own position and iteration: (outputs, loop steps). A step
-  starts the next token of the rows whose token halted, then runs one iteration on every row."""
+                      out: dict, cache: Cache, halt_at: jax.Array | None,
+                      chunk: int) -> tuple[dict, jax.Array]:
+  """Positions 1..M-1, each row at its own position and iteration: (outputs, steps run). A step
+  restarts the rows whose token halted (`_restart`), then runs one iteration on every row."""
   B, M = out["tokens"].shape
-  L = cache.k_BxKxHxLxDh.shape[3]
 
   def body(rows: Rows) -> Rows:
-    start_B = rows.s.halted_BxL[:, 0] & (rows.count_B < M)
-    position_B = rows.position_B + start_B
-    prelude_kv = rows.cache[5:]
-    fresh, ctx, prelude_kv = jax.lax.cond(
-        jnp.any(start_B),
-        lambda: _start(cfg, params, rows.out["tokens"][jnp.arange(B), rows.count_B - 1],
-                       jnp.where(start_B, position_B, L), prelude_kv, halt_at),  # L: writes nowhere
-        lambda: (rows.s, rows.ctx, prelude_kv))
-    s = _pick(start_B, fresh, rows.s)
-    ctx = recurrence.Context(*_pick(start_B, ctx[:2], rows.ctx[:2]), halt_at)
+    rows = _restart(cfg, params, rows, rows.s.halted_BxL[:, 0] & (rows.count_B < M), chunk)
     running_B = rows.count_B < M
-    s_new, cache = _iterate_rows(cfg, params, s, ctx, position_B,
-                                 rows.cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0],
-                                                     prelude_v_BxPxHxLxDh=prelude_kv[1]))
-    halted_B = s_new.halted_BxL[:, 0] & running_B
+    s, cache = _iterate_rows(cfg, params, rows.s, rows.ctx, rows.position_B, rows.cache)
+    halted_B = s.halted_BxL[:, 0] & running_B
     out = _record(rows.out, jnp.where(halted_B, rows.count_B, M),
-                  output_logits(cfg, params, s_new.out_BxLxO)[:, 0], s_new.depth_BxL[:, 0])
-    cache = fill_frozen(cfg, params, ctx, s_new.h_BxLxD, position_B[:, None],
-                        jnp.where(halted_B[:, None], s_new.depth_BxL, 0), cache)
-    return Rows(_pick(running_B, s_new, s), ctx, cache, position_B, rows.count_B + halted_B, out,
-                rows.steps + 1)
+                  output_logits(cfg, params, s.out_BxLxO)[:, 0], s.depth_BxL[:, 0])
+    return rows._replace(s=_pick(running_B, s, rows.s), cache=cache,
+                         count_B=rows.count_B + halted_B, out=out, steps=rows.steps + 1)
 
-  # Every row starts halted at its last prompt position: the first step starts its next token.
+  # Every row starts halted (depth 0: nothing to store) at its last prompt position, so the first
+  # step starts its next token.
   h0 = jnp.zeros((B, 1, cfg.model.d_model))
   s = _init_state(cfg, params, h0, jnp.zeros((B, 1), bool))
   rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), _context(cfg, params, h0, halt_at), cache,
@@ -303,12 +343,13 @@ def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, leng
 
 
 def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: jax.Array,
-             lengths_B: jax.Array, max_new_tokens: int, schedule: str = "depthwise",
-             halt_at: jax.Array | None = None) -> dict:
+             lengths_B: jax.Array, max_new_tokens: int, schedule: str = "lockstep",
+             halt_at: jax.Array | None = None, chunk: int = 8) -> dict:
   """Greedy continuation of right-padded prompts (row b: prompts[b, :lengths[b]]) by
   max_new_tokens tokens: {"tokens" [B, M], "depth" [B, M] (block applications of the position
-  that produced each token), "logits" [B, M, V], "prefill_iterations", "decode_steps" (loop steps
-  after the prefill)}. `halt_at` = k: every token halts at iteration k."""
+  that produced each token), "logits" [B, M, V], "iterations" (block iterations run one after
+  another: "prefill_iterations" then "decode_iterations")}. `halt_at` = k: every token halts at
+  iteration k. `chunk`: rows restarted together in a depth-wise step (`_restart`)."""
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
   B, P = prompts_BxP.shape
@@ -321,7 +362,10 @@ def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: 
   V = logits.shape[-1]
   out = {"tokens": jnp.zeros((B, M), jnp.int32), "depth": jnp.zeros((B, M), jnp.int32),
          "logits": jnp.zeros((B, M, V), logits.dtype)}
-  out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B], s.depth_BxL[rows_B, last_B])
-  decode = _decode_lockstep if schedule == "lockstep" else _decode_depthwise
-  out, steps = decode(cfg, params, lengths_B, out, cache, halt_at)
-  return {**out, "prefill_iterations": s.t, "decode_steps": steps}
+  out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B],
+                s.depth_BxL[rows_B, last_B])
+  if schedule == "lockstep" or B == 1:   # one row: the same schedule, in the simpler loop
+    out, steps = _decode_lockstep(cfg, params, lengths_B, out, cache, halt_at)
+  else:
+    out, steps = _decode_depthwise(cfg, params, lengths_B, out, cache, halt_at, min(B, chunk))
+  return {**out, "iterations": s.t + steps, "prefill_iterations": s.t, "decode_iterations": steps}

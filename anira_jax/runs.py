@@ -89,16 +89,18 @@ class Run:
     return {(schedule, forced): generator(self.config, schedule, forced)
             for schedule in decoding.SCHEDULES for forced in (False, True)}
 
-  def generate(self, prompts, max_new_tokens: int, schedule: str = "depthwise",
+  def generate(self, prompts, max_new_tokens: int, schedule: str = "lockstep",
                depth: int | None = None) -> dict:
     """Greedy continuation of each prompt (token ids ending with SEP, as the inputs of
     `task.sample` up to the answer) by max_new_tokens tokens, as NumPy arrays: "tokens" [B, M],
     "depth" [B, M] (block applications of the position that produced each token), "logits"
-    [B, M, V], "prefill_iterations" and "decode_steps" (loop steps after the prefill). Each token
-    equals the argmax of `predict(prompt + generated)` at the position before it, with its depth.
+    [B, M, V], "iterations" (block iterations run one after another: "prefill_iterations" on the
+    prompts, then "decode_iterations"). Each token is the argmax of `predict(prompt + generated)`
+    at the position before it, with the same depth.
 
-    `schedule`: "depthwise" (each row at its own iteration) or "lockstep" (rows wait for the
-    deepest), same outputs; `depth` = k: every token halts at iteration k, as in `predict`."""
+    `schedule`: "lockstep" (rows wait for the deepest) or "depthwise" (each row at its own
+    iteration: fewer block steps, each dearer on CPU; docs/design.md, Generation), same outputs;
+    `depth` = k: every token halts at iteration k, as in `predict`."""
     prompts = self._check_prompts(prompts, max_new_tokens)
     if schedule not in decoding.SCHEDULES:
       raise ValueError(f"schedule must be one of {', '.join(decoding.SCHEDULES)}, "
@@ -110,6 +112,8 @@ class Run:
       row[:len(prompt)] = prompt
     args = (self.params, padded, lengths, max_new_tokens) + (
         () if depth is None else (np.int32(depth),))
+    if len(prompts) == 1:   # one row: both schedules are the lock-step loop (decoding.generate)
+      schedule = "lockstep"
     out = self._generators[(schedule, depth is not None)](*args)
     return jax.tree.map(np.asarray, out)
 

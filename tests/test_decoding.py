@@ -9,27 +9,46 @@ import jax
 import numpy as np
 import pytest
 
-from anira_jax import config as config_lib, runs
+from anira_jax import config as config_lib, model, runs
 from anira_jax.tasks.base import PAD, SEP
-from conftest import LOOPED, random_params, tiny_config
+from conftest import LOOPED, tiny_config
 
-# Sorting sizes in one batch: 1 and 9-12 lie outside the training sizes (2, 4) of tiny_config.
-SIZES = (3, 1, 12, 9)
+# Sorting sizes of one batch of 16: most lie outside the training sizes (2, 4) of tiny_config.
+SIZES = (3, 1, 12, 9, 2, 7, 4, 11, 5, 8, 1, 10, 6, 12, 3, 2)
 NEW = 6
+NO_PRELUDE = (("model__prelude_layers", 0),)
+
+
+def _random_params(cfg, task, seed: int) -> dict:
+  """model.init_params' tree with values drawn by NumPy: kernels N(0, 1/d_model), embeddings and
+  iteration vectors N(0, 1) (zeros at init would hide their effect), biases N(0, 0.01) but the
+  halting unit's 0 (depths vary from 1 to k_max) and PAD's readout -100, as training leaves it (PAD
+  is never a target: greedy decoding never feeds PAD back, which `predict` would refuse). Flax's
+  eager init compiles each of its operations, 10 s of this file's time on one core."""
+  shapes = jax.eval_shape(lambda: model.init_params(cfg.model, task.vocab_size, jax.random.key(0),
+                                                    0.0, cfg.halting.input_norm))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    name = jax.tree_util.keystr(path)
+    if "scale" in name:
+      return np.ones(x.shape, np.float32)
+    if "bias" in name:
+      return np.zeros(x.shape, np.float32) if "halt" in name else rng.normal(0, 0.1, x.shape)
+    return rng.normal(0, 1 if "embedding" in name or "iteration" in name
+                      else cfg.model.d_model ** -0.5, x.shape)
+  params = jax.tree_util.tree_map_with_path(lambda p, x: np.asarray(draw(p, x), np.float32), shapes)
+  params["readout"]["out"]["bias"][PAD] = -100.0
+  return params
 
 
 @functools.cache
 def _run(variant: str, output: str = "state", extras: tuple = ()) -> runs.Run:
-  """A run with random parameters (halting bias 0: depths vary from 1 to k_max), shared by the
-  tests so that each compiles its generator once. PAD's readout bias is -100, as training leaves
-  it (PAD is never a target), so greedy decoding never feeds PAD back, which `predict` would
-  refuse; iteration vectors are random (zeros at init would hide their effect)."""
+  """A run with random parameters, shared by the tests so that each compiles its generator
+  once."""
   cfg = tiny_config(variant, halting__output=output, **dict(extras))
-  params = random_params(cfg, seed=1, halt_bias=0.0)
-  params["readout"]["out"]["bias"] = params["readout"]["out"]["bias"].at[PAD].set(-100.0)
-  if "iteration" in params:
-    params["iteration"] = jax.random.normal(jax.random.key(5), params["iteration"].shape)
-  return runs.Run(config=cfg, task=config_lib.validate(cfg), params=params, step=0)
+  task = config_lib.validate(cfg)
+  return runs.Run(config=cfg, task=task, params=_random_params(cfg, task, seed=1), step=0)
 
 
 def _prompts(run: runs.Run, sizes, seed: int = 0) -> list[np.ndarray]:
@@ -38,15 +57,15 @@ def _prompts(run: runs.Run, sizes, seed: int = 0) -> list[np.ndarray]:
           for i, n in enumerate(sizes)]
 
 
-def _teacher_forced(run: runs.Run, prompts, tokens_BxM) -> dict:
-  """run.predict(mode="while") on each prompt + its generated tokens (right-padded to one
+def _teacher_forced(run: runs.Run, prompts, tokens_BxM, depth: int | None = None) -> dict:
+  """run.predict(mode="while", depth) on each prompt + its generated tokens (right-padded to one
   batch): logits [B, M, V] and depth [B, M] at the positions that produced the tokens, and the
   prompt tokens' depths."""
   seqs = [np.concatenate([p, t]) for p, t in zip(prompts, tokens_BxM)]
   batch = np.full((len(seqs), max(map(len, seqs))), PAD, np.int32)
   for row, seq in zip(batch, seqs):
     row[:len(seq)] = seq
-  out = run.predict(batch, mode="while")
+  out = run.predict(batch, mode="while", depth=depth)
   M = tokens_BxM.shape[1]
   at = [slice(len(p) - 1, len(p) - 1 + M) for p in prompts]
   return {"logits": np.stack([out["logits"][b, s] for b, s in enumerate(at)]),
@@ -73,22 +92,24 @@ def _check_equals_teacher_forced(run, prompts, out, schedule):
   assert int(out["prefill_iterations"]) == tf["prompt_depth"].max()
   later = out["depth"][:, 1:]
   steps = later.max(axis=0).sum() if schedule == "lockstep" else later.sum(axis=1).max()
-  assert int(out["decode_steps"]) == steps
+  assert int(out["decode_iterations"]) == steps
+  assert int(out["iterations"]) == int(out["prefill_iterations"]) + steps
 
 
 # (variant, halting.output, config overrides, schedule): every variant with both output rules,
-# input injection and iteration vectors on each kind of core, both schedules on adaptive depth.
+# input injection and iteration vectors on each kind of core, both schedules on adaptive depth
+# (and the lock-step loop in every single-row generation), with a prelude layer or none (faster
+# to compile).
 CASES = [
     ("anira_o", "state", (), "depthwise"),
-    ("anira_o", "state", (), "lockstep"),
     ("anira_o", "distribution", (("model__input_injection", True),
                                  ("model__iteration_embedding", True)), "depthwise"),
     ("anira_e", "state", (("model__iteration_embedding", True),), "lockstep"),
-    ("anira_e", "distribution", (("model__input_injection", True),), "depthwise"),
-    ("fixed", "state", (), "lockstep"),
-    ("fixed", "distribution", (("model__input_injection", True),), "depthwise"),
-    ("transformer", "state", (("model__iteration_embedding", True),), "depthwise"),
-    ("transformer", "distribution", (), "lockstep"),
+    ("anira_e", "distribution", (("model__input_injection", True), *NO_PRELUDE), "depthwise"),
+    ("fixed", "state", NO_PRELUDE, "lockstep"),
+    ("fixed", "distribution", (("model__input_injection", True), *NO_PRELUDE), "depthwise"),
+    ("transformer", "state", (("model__iteration_embedding", True), *NO_PRELUDE), "depthwise"),
+    ("transformer", "distribution", NO_PRELUDE, "lockstep"),
 ]
 
 
@@ -103,32 +124,31 @@ def test_generate_equals_teacher_forced(variant, output, extras, schedule):
 
 
 def test_forced_depth_equals_teacher_forced():
+  """depth = k, the baseline of a speed comparison."""
   run = _run("anira_o")
-  prompts = _prompts(run, SIZES)
+  prompts = _prompts(run, (7,), seed=100)
   out = run.generate(prompts, NEW, depth=2)
   np.testing.assert_array_equal(out["depth"], 2)
-  seq = np.concatenate([prompts[0], out["tokens"][0]])[None]
-  tf = run.predict(seq, depth=2)
-  at = slice(len(prompts[0]) - 1, len(prompts[0]) - 1 + NEW)
-  np.testing.assert_array_equal(out["tokens"][0], np.argmax(tf["logits"][0, at], axis=-1))
-  np.testing.assert_allclose(out["logits"][0], tf["logits"][0, at], rtol=0, atol=1e-5)
-  assert int(out["decode_steps"]) == 2 * (NEW - 1)
+  assert int(out["prefill_iterations"]) == 2 and int(out["decode_iterations"]) == 2 * (NEW - 1)
+  tf = _teacher_forced(run, prompts, out["tokens"], depth=2)
+  np.testing.assert_array_equal(out["tokens"], np.argmax(tf["logits"], axis=-1))
+  np.testing.assert_allclose(out["logits"], tf["logits"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("schedule", ["depthwise", "lockstep"])
-def test_a_row_does_not_depend_on_its_batch_mates(schedule):
+def test_a_row_does_not_depend_on_its_batch_mates():
+  """One row alone (the lock-step loop) and among 15 others of other lengths, first and inside;
+  the batches have the shape of the first exactness case, whose compilation they reuse."""
   run = _run("anira_o")
   alone = _prompts(run, (5,), seed=100)
-  mates = _prompts(run, (2, 7, 1, 4, 3, 11, 6, 2, 9, 5, 8, 3, 10, 1, 4), seed=200)
-  for index in (0, 9):   # first and inside, among mates longer and shorter
-    batch = mates[:index] + alone + mates[index:]
-    out_alone = run.generate(alone, NEW, schedule=schedule)
-    out_batch = run.generate(batch, NEW, schedule=schedule)
-    np.testing.assert_array_equal(out_batch["tokens"][index], out_alone["tokens"][0])
-    np.testing.assert_array_equal(out_batch["depth"][index], out_alone["depth"][0])
-    np.testing.assert_allclose(out_batch["logits"][index], out_alone["logits"][0], rtol=0,
-                               atol=1e-6)
-  assert len(np.unique(out_batch["depth"])) > 2
+  out_alone = run.generate(alone, NEW)
+  for index, seed in ((0, 200), (9, 300)):
+    mates = _prompts(run, SIZES[1:], seed)
+    out = run.generate(mates[:index] + alone + mates[index:], NEW, schedule="depthwise")
+    np.testing.assert_array_equal(out["tokens"][index], out_alone["tokens"][0])
+    np.testing.assert_array_equal(out["depth"][index], out_alone["depth"][0])
+    np.testing.assert_allclose(out["logits"][index], out_alone["logits"][0], rtol=0, atol=1e-6)
+    assert len(np.unique(out["depth"])) > 2
+  assert len(np.unique(out_alone["depth"])) > 1
 
 
 # Bad input: each check before anything compiles ---------------------------------------------------
