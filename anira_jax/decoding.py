@@ -129,29 +129,6 @@ def _prelude(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: j
   return x, (k_BxPxHxLxDh, v_BxPxHxLxDh)
 
 
-def _context(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxTxD: jax.Array,
-             halt_at: jax.Array | None) -> recurrence.Context:
-  """What the recurrence of tokens with prelude output h0 reads (as `recurrence.forward`)."""
-  early = (model.halt_logits(params, h0_BxTxD) if model.variant(cfg.model).halting == "early"
-           else jnp.zeros(h0_BxTxD.shape[:2] + (cfg.model.k_max,)))
-  return recurrence.Context(early, h0_BxTxD if cfg.model.input_injection else None, halt_at)
-
-
-def _init_state(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxTxD: jax.Array,
-                valid_BxT: jax.Array) -> recurrence.State:
-  out_dim = (model.vocab_size(params) if cfg.halting.output == "distribution"
-             else h0_BxTxD.shape[-1])
-  return recurrence.init_state(h0_BxTxD, valid_BxT, cfg.model.k_max, out_dim)
-
-
-def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
-                  out_BxTxO: jax.Array) -> jax.Array:
-  """Logits from the halting mixture (as `recurrence.forward`)."""
-  if cfg.halting.output == "distribution":
-    return jnp.log(jnp.maximum(out_BxTxO, recurrence.TINY))
-  return model.readout(params, out_BxTxO)
-
-
 def iterate(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrence.Context,
             positions_BxT: jax.Array, s: recurrence.State,
             cache: Cache) -> tuple[recurrence.State, Cache]:
@@ -213,12 +190,12 @@ def run_tokens(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT:
   the frozen keys and values for the later iterations."""
   h0, prelude_kv = _prelude(cfg, params, tokens_BxT, positions_BxT, *cache[5:])
   cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
-  ctx = _context(cfg, params, h0, halt_at)
+  ctx = recurrence.context(cfg, params, h0, halt_at)
   s, cache = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL),
                                 lambda c: iterate(cfg, params, ctx, positions_BxT, *c),
-                                (_init_state(cfg, params, h0, valid_BxT), cache))
+                                (recurrence.initial_state(cfg, params, h0, valid_BxT), cache))
   cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, positions_BxT, s.depth_BxL, cache)
-  return output_logits(cfg, params, s.out_BxLxO), s, cache
+  return recurrence.output_logits(cfg, params, s.out_BxLxO), s, cache
 
 
 def _record(out: dict, column_B: jax.Array, logits_BxV: jax.Array, depth_B: jax.Array) -> dict:
@@ -302,10 +279,11 @@ def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, p
     position_C = position_C + 1
     h0, prelude_kv = _prelude(cfg, params, tokens_Cx1, position_C[:, None], *cache[5:], idx_C)
     cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
-    fresh = _init_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
+    fresh = recurrence.initial_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
     fresh = fresh._replace(t=jnp.zeros_like(position_C))
+    ctx_C = recurrence.context(cfg, params, h0, rows.ctx.halt_at)
     s, ctx2, position_B = put((rows.s, rows.ctx[:2], rows.position_B), idx_C,
-                               (fresh, _context(cfg, params, h0, rows.ctx.halt_at)[:2], position_C))
+                              (fresh, ctx_C[:2], position_C))
     return rows._replace(s=s, ctx=recurrence.Context(*ctx2, rows.ctx.halt_at), cache=cache,
                          position_B=position_B)
   # Loops of 0 or more trips rather than lax.cond, which copies the caches in and out.
@@ -328,16 +306,16 @@ def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, leng
     s, cache = _iterate_rows(cfg, params, rows.s, rows.ctx, rows.position_B, rows.cache)
     halted_B = s.halted_BxL[:, 0] & running_B
     out = _record(rows.out, jnp.where(halted_B, rows.count_B, M),
-                  output_logits(cfg, params, s.out_BxLxO)[:, 0], s.depth_BxL[:, 0])
+                  recurrence.output_logits(cfg, params, s.out_BxLxO)[:, 0], s.depth_BxL[:, 0])
     return rows._replace(s=_pick(running_B, s, rows.s), cache=cache,
                          count_B=rows.count_B + halted_B, out=out, steps=rows.steps + 1)
 
   # Every row starts halted (depth 0: nothing to store) at its last prompt position, so the first
   # step starts its next token.
   h0 = jnp.zeros((B, 1, cfg.model.d_model))
-  s = _init_state(cfg, params, h0, jnp.zeros((B, 1), bool))
-  rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), _context(cfg, params, h0, halt_at), cache,
-              lengths_B - 1, jnp.ones((B,), jnp.int32), out, jnp.zeros((), jnp.int32))
+  s = recurrence.initial_state(cfg, params, h0, jnp.zeros((B, 1), bool))
+  rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), recurrence.context(cfg, params, h0, halt_at),
+              cache, lengths_B - 1, jnp.ones((B,), jnp.int32), out, jnp.zeros((), jnp.int32))
   rows = jax.lax.while_loop(lambda r: jnp.any(r.count_B < M), body, rows)
   return rows.out, rows.steps
 

@@ -18,8 +18,9 @@ from anira_jax.tasks.base import SEP
 
 def generate(run: runs.Run, size: int, count: int, seed: int) -> dict:
   """`count` problems of `size` (a pure function of `seed`) and what the run generates for them:
-  {"size", "examples": [{"problem", "expected", "generated", "depth", "right"}], "sequence_accuracy",
-  "mean_depth"} (depth: block applications of the position that produced each token)."""
+  {"size", "examples": [{"problem", "expected", "generated", "depth", "right"}],
+  "sequence_accuracy", "mean_depth"} (depth: block applications of the position that produced
+  each token)."""
   try:
     examples = run.task.examples(seed, size, count)
   except ValueError as e:

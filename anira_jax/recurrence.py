@@ -178,18 +178,29 @@ DRIVERS = {"scan": run_scan, "while": run_while, "compact": run_compact}
 TINY = 1e-30  # floor of mixture probabilities before the log (keeps PAD rows finite)
 
 
+def context(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxLxD: jax.Array,
+            halt_at: jax.Array | None) -> Context:
+  """What the iterations of tokens with prelude output h0 read."""
+  early = (model.halt_logits(params, halting_input(cfg, h0_BxLxD))
+           if model.variant(cfg.model).halting == "early"
+           else jnp.zeros(h0_BxLxD.shape[:2] + (cfg.model.k_max,)))
+  return Context(early, h0_BxLxD if cfg.model.input_injection else None, halt_at)
+
+
+def initial_state(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxLxD: jax.Array,
+                  valid_BxL: jax.Array) -> State:
+  """`init_state` with the output size of the config's halting output."""
+  out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0_BxLxD.shape[-1]
+  return init_state(h0_BxLxD, valid_BxL, cfg.model.k_max, out_dim)
+
+
 def start(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
           valid_BxL: jax.Array, halt_at: jax.Array | None) -> tuple[Context, State]:
   """The prelude on embedded tokens: what every iteration reads, and the state before the first."""
   chex.assert_rank(x_BxLxD, 3)
   chex.assert_shape(valid_BxL, x_BxLxD.shape[:2])
   h0 = model.prelude(cfg.model, params, x_BxLxD)
-  B, L, _ = h0.shape
-  early = (model.halt_logits(params, halting_input(cfg, h0))
-           if model.variant(cfg.model).halting == "early" else jnp.zeros((B, L, cfg.model.k_max)))
-  ctx = Context(early, h0 if cfg.model.input_injection else None, halt_at)
-  out_dim = model.vocab_size(params) if cfg.halting.output == "distribution" else h0.shape[-1]
-  return ctx, init_state(h0, valid_BxL, cfg.model.k_max, out_dim)
+  return context(cfg, params, h0, halt_at), initial_state(cfg, params, h0, valid_BxL)
 
 
 def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
