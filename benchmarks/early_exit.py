@@ -18,12 +18,14 @@ shared machine), "mean_depth", "mean_iterations" (loop trips per call), "call_s"
 inputs), "dense_call_s", "compile_s", "k_max", "seq_len", "d_model"}, ...]}.
 """
 import contextlib
+import functools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -44,12 +46,25 @@ def load_or_train(workdir: str, cfg, steps: int) -> runs.Run:
   return runs.load_run(workdir)
 
 
-def _pass_seconds(predict, params, inputs: list[jax.Array]) -> tuple[float, float]:
-  """Wall-clock and process CPU seconds of one pass over the inputs."""
+def pass_seconds(call, inputs: list) -> tuple[float, float]:
+  """Wall-clock and process CPU seconds of one pass of `call` over the inputs."""
   wall, cpu = time.perf_counter(), time.process_time()
   for x in inputs:
-    jax.block_until_ready(predict(params, x))
+    jax.block_until_ready(call(x))
   return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def define_flags(batches: list[str], inputs: int, rounds: int) -> None:
+  """The flags of the inference benchmarks (read back through absl's flags.FLAGS)."""
+  config_flags.DEFINE_config_file("config", "configs/sorting.py",
+                                  "Config trained when --workdir holds no run.")
+  flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
+  flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
+  flags.DEFINE_list("batches", batches, "Batch sizes to time.")
+  flags.DEFINE_integer("size", 0, "Task size of the inputs; 0: the largest training size.")
+  flags.DEFINE_integer("inputs", inputs, "Distinct input batches per batch size.")
+  flags.DEFINE_integer("rounds", rounds, "Timed passes over the inputs per mode.")
+  flags.DEFINE_bool("json", False, "Print only the JSON line.")
 
 
 def time_modes(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: int) -> list[dict]:
@@ -67,7 +82,7 @@ def time_modes(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
   passes = {mode: [] for mode in MODES}
   for _ in range(rounds):
     for mode, predict in predictors.items():
-      passes[mode].append(_pass_seconds(predict, params, inputs))
+      passes[mode].append(pass_seconds(functools.partial(predict, params), inputs))
   seconds = {mode: statistics.median(wall for wall, _ in p) for mode, p in passes.items()}
   cpu = {mode: statistics.median(c for _, c in p) for mode, p in passes.items()}
   depth = np.stack([o["depth"] for o in outputs["while"]])
@@ -90,34 +105,35 @@ def time_modes(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
   return rows
 
 
-def main(argv: list[str]) -> None:
-  del argv
+def benchmark(time_rows: Callable[[runs.Run, int, int, int, int], list[dict]],
+              describe: Callable[[dict], str], looped: Callable[[model.Variant], bool]) -> None:
+  """Loads or trains the run of the flags, then prints `time_rows(run, batch, size, inputs,
+  rounds)` for every --batches as one JSON line (and `describe(row)` on stderr unless --json);
+  refuses variants for which `looped` is false."""
+  FLAGS = flags.FLAGS
   with tempfile.TemporaryDirectory() as tmp:
-    run = load_or_train(_WORKDIR.value or tmp, _CONFIG.value, _TRAIN_STEPS.value)
-  if model.variant(run.config.model).stacked:
-    cli.fail("the transformer baseline never exits early; benchmark a looped variant")
-  size = _SIZE.value or run.config.task.train_sizes[1]
+    run = load_or_train(FLAGS.workdir or tmp, FLAGS.config, FLAGS.train_steps)
+  if not looped(model.variant(run.config.model)):
+    cli.fail(f"variant {run.config.model.variant} never exits early; benchmark anira_o or anira_e")
+  size = FLAGS.size or run.config.task.train_sizes[1]
   results = []
-  for batch in (int(b) for b in _BATCHES.value):
-    rows = time_modes(run, batch, size, _INPUTS.value, _ROUNDS.value)
-    results += rows
-    if not _JSON.value:
-      for r in rows:
-        print(f"batch {batch:>3} {r['mode']:<8} ideal {r['ideal_speedup']:.2f}x  realized "
-              f"{r['realized_speedup']:.2f}x ({r['realized_over_ideal']:.2f} of ideal)  "
-              f"{r['call_s'] * 1e3:.2f} ms vs dense {r['dense_call_s'] * 1e3:.2f} ms",
-              file=sys.stderr)
+  for batch in (int(b) for b in FLAGS.batches):
+    for row in time_rows(run, batch, size, FLAGS.inputs, FLAGS.rounds):
+      results.append(row)
+      if not FLAGS.json:
+        print(describe(row), file=sys.stderr)
   print(json.dumps({"results": results}))
 
 
+def main(argv: list[str]) -> None:
+  del argv
+  benchmark(time_modes, lambda r: (
+      f"batch {r['batch']:>3} {r['mode']:<8} ideal {r['ideal_speedup']:.2f}x  realized "
+      f"{r['realized_speedup']:.2f}x ({r['realized_over_ideal']:.2f} of ideal)  "
+      f"{r['call_s'] * 1e3:.2f} ms vs dense {r['dense_call_s'] * 1e3:.2f} ms"),
+      lambda v: not v.stacked)
+
+
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
-                                            "Config trained when --workdir holds no run.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
-  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
-  _BATCHES = flags.DEFINE_list("batches", ["1", "64"], "Batch sizes to time.")
-  _SIZE = flags.DEFINE_integer("size", 0, "Task size of the inputs; 0: the largest training size.")
-  _INPUTS = flags.DEFINE_integer("inputs", 8, "Distinct input batches per batch size.")
-  _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed passes over the inputs per mode.")
-  _JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
-  cli.run(main, flags_parser=cli.config_parser(_CONFIG))
+  define_flags(batches=["1", "64"], inputs=8, rounds=15)
+  cli.run(main, flags_parser=cli.config_parser(flags.FLAGS["config"]))

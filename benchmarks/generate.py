@@ -22,19 +22,15 @@ second with halting), "mean_depth", "decode_iterations", "call_s", "dense_call_s
 "k_max", "prompt_len", "new_tokens", "d_model"}, ...]}.
 """
 import functools
-import json
 import statistics
-import sys
-import tempfile
 import time
 
 import jax
 import numpy as np
 from absl import flags
-from early_exit import load_or_train   # this script's directory is on sys.path
-from ml_collections import config_flags
+from early_exit import benchmark, define_flags, pass_seconds   # on sys.path: same directory
 
-from anira_jax import cli, decoding, model, runs
+from anira_jax import cli, decoding, runs
 from anira_jax.tasks.base import SEP
 
 
@@ -51,14 +47,6 @@ def prompt_batches(run: runs.Run, batch: int, size: int, count: int) -> tuple[li
     batches.append((jax.device_put(padded), jax.device_put(lengths)))
     new_tokens = max([new_tokens] + [len(ex.answer_tokens) for ex in examples])
   return batches, new_tokens
-
-
-def _pass_seconds(call, inputs: list) -> tuple[float, float]:
-  """Wall-clock and process CPU seconds of one pass over the inputs."""
-  wall, cpu = time.perf_counter(), time.process_time()
-  for x in inputs:
-    jax.block_until_ready(call(x))
-  return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: int) -> list[dict]:
@@ -80,7 +68,7 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
   passes = {mode: [] for mode in calls}
   for _ in range(rounds):
     for mode, call in calls.items():
-      passes[mode].append(_pass_seconds(call, inputs))
+      passes[mode].append(pass_seconds(call, inputs))
   wall = {m: statistics.median(w for w, _ in p) for m, p in passes.items()}
   cpu = {m: statistics.median(c for _, c in p) for m, p in passes.items()}
   rows = []
@@ -108,31 +96,13 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
 
 def main(argv: list[str]) -> None:
   del argv
-  with tempfile.TemporaryDirectory() as tmp:
-    run = load_or_train(_WORKDIR.value or tmp, _CONFIG.value, _TRAIN_STEPS.value)
-  if not model.variant(run.config.model).adaptive:
-    cli.fail("only the adaptive variants halt early; benchmark anira_o or anira_e")
-  size = _SIZE.value or run.config.task.train_sizes[1]
-  results = []
-  for batch in (int(b) for b in _BATCHES.value):
-    for r in time_batch(run, batch, size, _INPUTS.value, _ROUNDS.value):
-      results.append(r)
-      if not _JSON.value:
-        print(f"batch {batch:>3} {r['schedule']:<9} ideal {r['ideal_speedup']:.2f}x (batch "
-              f"{r['batch_ideal_speedup']:.2f}x)  realized {r['realized_speedup']:.2f}x "
-              f"({r['realized_over_ideal']:.2f} of ideal)  {r['tokens_per_s']:.0f} tokens/s",
-              file=sys.stderr)
-  print(json.dumps({"results": results}))
+  benchmark(time_batch, lambda r: (
+      f"batch {r['batch']:>3} {r['schedule']:<9} ideal {r['ideal_speedup']:.2f}x (batch "
+      f"{r['batch_ideal_speedup']:.2f}x)  realized {r['realized_speedup']:.2f}x "
+      f"({r['realized_over_ideal']:.2f} of ideal)  {r['tokens_per_s']:.0f} tokens/s"),
+      lambda v: v.adaptive)
 
 
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/sorting.py",
-                                            "Config trained when --workdir holds no run.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Run to load, or to train into when empty.")
-  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps when training first.")
-  _BATCHES = flags.DEFINE_list("batches", ["1", "8", "64"], "Batch sizes to time.")
-  _SIZE = flags.DEFINE_integer("size", 0, "Task size of the prompts; 0: the largest training size.")
-  _INPUTS = flags.DEFINE_integer("inputs", 4, "Distinct prompt batches per batch size.")
-  _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed passes over the inputs per mode.")
-  _JSON = flags.DEFINE_bool("json", False, "Print only the JSON line.")
-  cli.run(main, flags_parser=cli.config_parser(_CONFIG))
+  define_flags(batches=["1", "8", "64"], inputs=4, rounds=7)
+  cli.run(main, flags_parser=cli.config_parser(flags.FLAGS["config"]))
