@@ -146,9 +146,10 @@ class StopVote:
 
 
 class ProfileWindow:
-  """A jax.profiler trace of the steps `start` to `stop` (train.profile_steps: the steps taking
-  the state from step start to step stop; () is off) under <workdir>/profile (one directory per
-  process when there are several), for TensorBoard's profile plugin or ui.perfetto.dev."""
+  """A jax.profiler trace of train.profile_steps = (start, stop), the steps taking the state from
+  step start to step stop (logged as steps start + 1 .. stop; () is off), under <workdir>/profile
+  (a directory per process when there are several), for TensorBoard's profile plugin (xplane.pb)
+  or ui.perfetto.dev (perfetto_trace.json.gz). Each step is annotated "train" with its number."""
 
   def __init__(self, steps, workdir: str):
     self.start, self.stop = tuple(steps) or (None, None)
@@ -244,7 +245,9 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   _check_loop(cfg.train)
   cfg = resume_config(cfg, workdir)
   opt = optimizer.make(cfg)
-  parallel = DataParallel(cfg.parallel.mode, lambda c, b: watched_step(cfg, opt, c, b), devices)
+  def train(carry, batch):   # the name profiles show
+    return watched_step(cfg, opt, carry, batch)
+  parallel = DataParallel(cfg.parallel.mode, train, devices)
   mngr = checkpoint.manager(workdir)
   host_state = optimizer.init_state(cfg, task)
   restored = checkpoint.restore(mngr, host_state)
@@ -287,7 +290,8 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                           cfg.train.prefetch) as batches:
       for step in range(start, cfg.train.steps):
         profile.begin(step)
-        carry, out = parallel(carry, parallel.put_batch(next(batches)))
+        with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
+          carry, out = parallel(carry, parallel.put_batch(next(batches)))
         done = step + 1
         in_flight.append(out["mean"]["loss"])   # bounded run-ahead: wait for an older step only
         if len(in_flight) > IN_FLIGHT:
