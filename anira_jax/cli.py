@@ -178,6 +178,15 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
+def result_lines(result: dict) -> list[str]:
+  """One line per evaluated size of an evaluation result (eval.json): sequence and token accuracy,
+  mean depth ± std, needed depth ± std, and "(ood)" out of distribution."""
+  return [f"size {size:>3}: seq_acc {m['sequence_accuracy']:.3f} "
+          f"tok_acc {m['token_accuracy']:.3f} depth {m['mean_depth']:.2f}±{m['depth_std']:.2f} "
+          f"needed {m['needed_mean_depth']:.2f}±{m['needed_depth_std']:.2f}"
+          f"{'' if m['in_distribution'] else '  (ood)'}" for size, m in result["sizes"].items()]
+
+
 def seeds(values: Sequence[str], flag: str = "seeds") -> list[int]:
   """The values of a list flag of seeds (--<flag>) as integers; UserError when one is not."""
   try:
@@ -196,11 +205,15 @@ def config_stem(config_flag_name: str = "config") -> str:
   return file_stem(config_flags.get_config_filename(flags.FLAGS[config_flag_name]))
 
 
+# Overrides of how a run executes, not of what it trains: left out of the default workdir's hash.
+EXECUTION = ("parallel.", "train.data_workers", "train.prefetch", "train.profile_steps")
+
+
 def default_workdir(stem: str, variant: str, overrides: dict) -> str:
   """runs/<config>_<variant>, plus a short hash of the --config.<key> overrides when there are any
-  (parallel.* aside: where a run executes does not change it), so that runs of other overrides
-  never share a directory."""
-  kept = {k: v for k, v in overrides.items() if not k.startswith("parallel.")}
+  (EXECUTION aside: where and how a run executes does not change it), so that runs of other
+  overrides never share a directory."""
+  kept = {k: v for k, v in overrides.items() if not k.startswith(EXECUTION)}
   name = f"{stem}_{variant}"
   if kept:
     digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()

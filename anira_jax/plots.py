@@ -1,16 +1,24 @@
-"""Figures of an analysis (the "groups" of `analyze.analyze`), one set per task, as PNG files.
+"""Figures of an analysis (the "groups" of `analyze.analyze`), one set per task, as PNG files, and
+the training curves of a run.
+
+python -m anira_jax.plots --workdirs W1,W2,...   writes W/curves.png for each run (from its
+metrics.jsonl and evals.jsonl) and prints the paths.
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global state), so
 plotting works headless and leaves a notebook's own backend alone.
 """
+import json
 import os
 
+from absl import flags
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 import numpy as np
 
-from anira_jax import model
+from anira_jax import cli, model
+from anira_jax.errors import UserError
 
 LABELS = {"anira_o": "ANIRA-O (online)", "anira_e": "ANIRA-E (early)", "fixed": "fixed depth",
           "transformer": "Transformer"}
@@ -255,3 +263,86 @@ def write(groups: dict[str, dict], directory: str) -> list[str]:
   for name, fig in made.items():
     fig.savefig(os.path.join(directory, name), dpi=110)
   return list(made)
+
+
+def _steps(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+  return (np.array([r["step"] for r in records]),
+          np.array([np.nan if r[key] is None else r[key] for r in records], float))
+
+
+def training_curves(name: str, metrics: list[dict], evals: list[dict]) -> Figure:
+  """The training curves of one run against the step: loss and cross-entropy; token accuracy,
+  with the evaluations' sequence accuracy in and out of distribution (mean over sizes); mean
+  depth ± its standard deviation over answer tokens; and the mean halting probability at each
+  iteration (`metrics` are the lines of metrics.jsonl, `evals` those of evals.jsonl)."""
+  fig = Figure(figsize=(11.0, 7.5), layout="constrained")
+  FigureCanvasAgg(fig)
+  (loss, acc), (depth, halt) = fig.subplots(2, 2, sharex=True)
+  step, value = _steps(metrics, "loss")
+  loss.plot(step, value, color="C0", label="loss")
+  loss.plot(*_steps(metrics, "ce"), color="C1", linestyle="--", label="cross-entropy")
+  loss.set_yscale("log" if np.nanmin(value, initial=np.inf) > 0 else "linear")
+  _finish(loss, "", "training loss", loss.get_ylim(), "loss")
+  acc.plot(*_steps(metrics, "token_accuracy"), color="C0", label="token accuracy (training batch)")
+  for rng, marker, label in (("in_distribution", "o", "in"), ("out_of_distribution", "s", "out of")):
+    points = [(e["step"], np.mean([m["sequence_accuracy"] for m in e["sizes"].values()
+                                   if m["in_distribution"] == (rng == "in_distribution")]))
+              for e in evals if any(m["in_distribution"] == (rng == "in_distribution")
+                                    for m in e["sizes"].values())]
+    if points:
+      acc.plot(*zip(*points), marker=marker, color="C2" if marker == "o" else "C3",
+               label=f"sequence accuracy {label} distribution (evaluation)")
+  _finish(acc, "", "accuracy", (-0.03, 1.03), "accuracy")
+  step, mean = _steps(metrics, "mean_depth")
+  std = _steps(metrics, "depth_std")[1]
+  depth.plot(step, mean, color="C0", label="mean depth (answer tokens)")
+  depth.fill_between(step, mean - std, mean + std, color="C0", alpha=0.25, label="± std")
+  k_max = max((len(r["depth_fraction"]) for r in metrics), default=1)
+  _finish(depth, "training step", "depth (iterations)", (0, k_max + 0.5), "depth")
+  probs = np.array([[np.nan if p is None else p for p in r["halt_prob"]] for r in metrics], float)
+  if probs.size and not np.isnan(probs).all():
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, probs.shape[1]))
+    for t in range(probs.shape[1]):
+      halt.plot(step, probs[:, t], color=colors[t], label=f"iteration {t + 1}")
+  else:
+    halt.text(0.5, 0.5, "no halting unit (fixed depth)", ha="center", va="center",
+              transform=halt.transAxes)
+    halt.plot([], [], label="none")
+  _finish(halt, "training step", "mean halting probability λ", (-0.03, 1.03),
+          "halting probability per iteration")
+  fig.suptitle(f"{name}: training curves")
+  return fig
+
+
+def _jsonl(path: str) -> list[dict]:
+  if not os.path.isfile(path):
+    return []
+  try:
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({type(e).__name__}: {cli.one_line(e)})") from None
+
+
+def write_curves(workdir: str) -> str:
+  """<workdir>/curves.png from its metrics.jsonl and evals.jsonl; returns the path."""
+  if not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} does not exist")
+  metrics = _jsonl(os.path.join(workdir, "metrics.jsonl"))
+  if not metrics:
+    raise UserError(f"{workdir} has no logged training step (metrics.jsonl); train a run there "
+                    f"with python -m anira_jax.main --config=configs/<task>.py --workdir={workdir}")
+  path = os.path.join(workdir, "curves.png")
+  training_curves(os.path.basename(os.path.normpath(workdir)), metrics,
+                  _jsonl(os.path.join(workdir, "evals.jsonl"))).savefig(path, dpi=100)
+  return path
+
+
+def main(argv: list[str]) -> None:
+  for workdir in _WORKDIRS.value + argv[1:]:   # --workdirs W1 W2 ... leaves W2 ... as arguments
+    print(write_curves(workdir))
+
+
+if __name__ == "__main__":
+  _WORKDIRS = flags.DEFINE_list("workdirs", None, "Run directories.", required=True)
+  cli.run(main)

@@ -1,4 +1,5 @@
 """train_and_evaluate: the training loop, its logging, checkpoints and evaluation."""
+import collections
 import json
 import math
 import os
@@ -9,18 +10,20 @@ from typing import Callable
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import tqdm
 
 from anira_jax import (checkpoint, cli, config as config_lib, data, evaluate, halting, losses,
-                       model, optimizer, runs)
+                       model, optimizer, pipeline, runs)
 from anira_jax.errors import UserError
 from anira_jax.parallel import AXIS, DataParallel
 
 COLLAPSE_STD = 0.1
 COLLAPSE_LOGS = 3
+IN_FLIGHT = 2   # steps dispatched ahead of the oldest one the loop has not seen finish
 
 
 def train_step(cfg: ml_collections.ConfigDict, opt: optax.GradientTransformation, state: dict,
@@ -35,6 +38,22 @@ def train_step(cfg: ml_collections.ConfigDict, opt: optax.GradientTransformation
                "opt_state": opt_state}
   return new_state, {"mean": jax.lax.pmean(aux["mean"], AXIS),
                      "sum": jax.lax.psum(aux["sum"], AXIS)}
+
+
+def watched_step(cfg: ml_collections.ConfigDict, opt: optax.GradientTransformation,
+                 carry: tuple[dict, dict], batch: dict) -> tuple[tuple[dict, dict], dict]:
+  """train_step on (state, watch): the watch keeps, on the devices, the first step whose loss was
+  not finite ("step", 0 while there is none) and that loss, so the loop can check every step's
+  loss without waiting for each step to finish."""
+  state, watch = carry
+  state, out = train_step(cfg, opt, state, batch)
+  loss = out["mean"]["loss"]
+  first = (watch["step"] == 0) & ~jnp.isfinite(loss)
+  return (state, {"step": jnp.where(first, state["step"], watch["step"]),
+                  "loss": jnp.where(first, loss, watch["loss"])}), out
+
+
+WATCH = {"step": np.int32(0), "loss": np.float32(0.0)}
 
 
 def summarize(out: dict) -> dict:
@@ -106,6 +125,56 @@ def agreed_stop(local_signal: int | None) -> int:
   return int(multihost_utils.process_allgather(np.int32(local_signal or 0)).max())
 
 
+class StopVote:
+  """`agreed_stop` without waiting on the step in flight: one process stops for its own signal at
+  once; several stop for the largest signal any of them had one step earlier, from an all-gather
+  started at that step and read at this one. Every process reads the same vote at the same step,
+  so all save the same step and stop."""
+
+  def __init__(self, parallel: DataParallel):
+    self._parallel, self._pending = parallel, None
+    if jax.process_count() > 1:   # shard_map (pmap refuses several processes)
+      self._max = jax.jit(jnp.max, out_shardings=jax.sharding.NamedSharding(
+          parallel.mesh, jax.sharding.PartitionSpec()))
+
+  def __call__(self, local_signal: int | None) -> int:
+    if jax.process_count() == 1:
+      return agreed_stop(local_signal)
+    mine = np.full(len(self._parallel.local_devices), local_signal or 0, np.int32)
+    vote, self._pending = self._pending, self._max(self._parallel.put_batch(mine))
+    return 0 if vote is None else int(np.asarray(vote.addressable_data(0)))
+
+
+class ProfileWindow:
+  """A jax.profiler trace of train.profile_steps = (start, stop), the steps taking the state from
+  step start to step stop (logged as steps start + 1 .. stop; () is off), under <workdir>/profile
+  (a directory per process when there are several), for TensorBoard's profile plugin (xplane.pb)
+  or ui.perfetto.dev (perfetto_trace.json.gz). Each step is annotated "train" with its number."""
+
+  def __init__(self, steps, workdir: str):
+    self.start, self.stop = tuple(steps) or (None, None)
+    self.dir = os.path.join(workdir, "profile")
+    if jax.process_count() > 1:
+      self.dir = os.path.join(self.dir, f"process_{jax.process_index()}")
+    self.tracing = False
+
+  def begin(self, step: int) -> None:
+    if self.start is not None and not self.tracing and self.start <= step < self.stop:
+      jax.profiler.start_trace(self.dir, create_perfetto_trace=True)
+      self.tracing = True
+
+  def end(self, done: int, out) -> None:
+    if self.tracing and done >= self.stop:
+      jax.block_until_ready(out)
+      self.close()
+
+  def close(self) -> None:
+    if self.tracing:
+      self.tracing = False
+      self.start = None   # one window per run
+      jax.profiler.stop_trace()
+
+
 def _finite(tree) -> bool:
   return all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
 
@@ -129,6 +198,21 @@ def resume_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collection
                     f"({', '.join(refused)}); train this config in a new --workdir, or resume "
                     "with the saved values")
   return cfg
+
+
+def _check_loop(t: ml_collections.ConfigDict) -> None:
+  """train.data_workers, train.prefetch and train.profile_steps (how the loop runs, not what it
+  trains: a resume may change them)."""
+  if not (isinstance(t.data_workers, int) and t.data_workers >= 0):
+    raise config_lib.ConfigError(f"train.data_workers must be an integer >= 0 (0: batches made "
+                                 f"in the loop), got {t.data_workers!r}")
+  if not (isinstance(t.prefetch, int) and t.prefetch >= 1):
+    raise config_lib.ConfigError(f"train.prefetch must be an integer >= 1, got {t.prefetch!r}")
+  window = tuple(t.profile_steps)
+  if window and not (len(window) == 2 and all(isinstance(s, int) for s in window)
+                     and 0 <= window[0] < window[1]):
+    raise config_lib.ConfigError(f"train.profile_steps must be () (off) or (start, stop) with "
+                                 f"0 <= start < stop, got {t.profile_steps!r}")
 
 
 def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
@@ -158,9 +242,12 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   task = config_lib.validate(cfg)
   devices = jax.devices() if devices is None else devices
   _check_devices(cfg, len(devices))
+  _check_loop(cfg.train)
   cfg = resume_config(cfg, workdir)
   opt = optimizer.make(cfg)
-  parallel = DataParallel(cfg.parallel.mode, lambda st, b: train_step(cfg, opt, st, b), devices)
+  def train(carry, batch):   # the name profiles show
+    return watched_step(cfg, opt, carry, batch)
+  parallel = DataParallel(cfg.parallel.mode, train, devices)
   mngr = checkpoint.manager(workdir)
   host_state = optimizer.init_state(cfg, task)
   restored = checkpoint.restore(mngr, host_state)
@@ -174,54 +261,73 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {}, keep_until=start)
   if restored is not None and is_main:
     print(f"resuming from step {start} in {workdir}")
-  state = parallel.put_state(host_state)
+  carry = parallel.put_state((host_state, WATCH))
   predict = evaluate.predictors(cfg)
   eval_sets = data.eval_sets(cfg, task)
   rows = parallel.process_slice(cfg.train.batch_size)
 
   monitor = CollapseMonitor()
+  vote = StopVote(parallel)
+  profile = ProfileWindow(cfg.train.profile_steps, workdir)
   bar = tqdm.tqdm(total=cfg.train.steps, initial=start, unit="step", dynamic_ncols=True,
                   disable=not (is_main and sys.stdout.isatty()) or bool(os.environ.get("CI")))
   say = bar.write if not bar.disable else print if is_main else lambda _: None
-  last_good, tick = start, time.perf_counter()
+  logged, tick = start, time.perf_counter()
+  in_flight = collections.deque()
+
+  def check(done: int, params=None) -> None:
+    """Raises the divergence error if some step's loss so far, or `params`, is not finite."""
+    watch = parallel.get_state(carry[1])
+    if watch["step"]:
+      raise _diverged(f"loss became {float(watch['loss'])}", int(watch["step"]),
+                      mngr.latest_step())
+    if params is not None and not _finite(params):   # an update after a finite loss can
+      raise _diverged("the parameters or optimizer state became non-finite", done,  # overflow
+                      mngr.latest_step())
+
   try:
-    for step in range(start, cfg.train.steps):
-      batch = data.train_batch(cfg, task, step)
-      state, out = parallel(state, parallel.put_batch({k: v[rows] for k, v in batch.items()}))
-      done = step + 1
-      loss = float(out["mean"]["loss"])
-      if not math.isfinite(loss):
-        raise _diverged(f"loss became {loss}", done, mngr.latest_step())
-      bar.update(1)
-      stopping = agreed_stop(stop["signal"])
-      if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-        metrics = summarize(out)
-        metrics["steps_per_sec"] = (done - last_good) / (time.perf_counter() - tick)
-        last_good, tick = done, time.perf_counter()
-        if is_main:
-          _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
-        say(_format(done, metrics))
-        if model.variant(cfg.model).adaptive and (warning := monitor(done, metrics)):
-          say(warning)
-      if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stopping:
-        host = parallel.get_state(state)
-        if not _finite(host):   # the update after a finite loss can still overflow
-          raise _diverged("the parameters or optimizer state became non-finite", done,
-                          mngr.latest_step())
-        checkpoint.save(mngr, done, host)
-      if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
-        params = halting.at_step(parallel.get_state(state)["params"], done,
-                                 cfg.halting.depth_warmup)
-        evaluate.write(workdir, done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
-      if stopping:
-        mngr.wait_until_finished()
-        say(f"stopped by signal {stopping} at step {done}; checkpoint saved, rerun the same "
-            "command to resume")
-        return {}
+    with pipeline.Batches(cfg, task, start, rows, cfg.train.data_workers,
+                          cfg.train.prefetch) as batches:
+      for step in range(start, cfg.train.steps):
+        profile.begin(step)
+        with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
+          carry, out = parallel(carry, parallel.put_batch(next(batches)))
+        done = step + 1
+        in_flight.append(out["mean"]["loss"])   # bounded run-ahead: wait for an older step only
+        if len(in_flight) > IN_FLIGHT:
+          jax.block_until_ready(in_flight.popleft())
+        bar.update(1)
+        profile.end(done, out)
+        stopping = vote(stop["signal"])
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+          check(done)
+          metrics = summarize(out)
+          metrics["steps_per_sec"] = (done - logged) / (time.perf_counter() - tick)
+          logged, tick = done, time.perf_counter()
+          if is_main:
+            _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
+          say(_format(done, metrics))
+          if model.variant(cfg.model).adaptive and (warning := monitor(done, metrics)):
+            say(warning)
+        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or stopping:
+          host = parallel.get_state(carry[0])
+          check(done, host)
+          checkpoint.save(mngr, done, host)
+        if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
+          params = parallel.get_state(carry[0])["params"]
+          check(done, params)
+          params = halting.at_step(params, done, cfg.halting.depth_warmup)
+          evaluate.write(workdir, done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
+        if stopping:
+          mngr.wait_until_finished()
+          say(f"stopped by signal {stopping} at step {done}; checkpoint saved, rerun the same "
+              "command to resume")
+          return {}
   finally:
+    profile.close()
     bar.close()
     mngr.wait_until_finished()
-  final = parallel.get_state(state)
+  final = parallel.get_state(carry[0])
   if start == cfg.train.steps and restored is None:
     checkpoint.save(mngr, 0, final)
     mngr.wait_until_finished()

@@ -52,3 +52,22 @@ def test_default_workdir_names_overrides_apart_from_where_the_run_executes():
   assert k4 != cli.default_workdir("sorting", "anira_o", {"model.k_max": 3, "train.steps": 300})
   assert cli.default_workdir("sorting", "anira_o", {"parallel.mode": "pmap"}) == (
       "runs/sorting_anira_o")
+
+
+def test_how_the_loop_runs_is_left_out_of_the_default_workdir():
+  plain = cli.default_workdir("sorting", "anira_o", {"train.steps": 300})
+  assert plain == cli.default_workdir("sorting", "anira_o", {
+      "train.steps": 300, "train.data_workers": 2, "train.prefetch": 4,
+      "train.profile_steps": (10, 20)})
+  assert plain != cli.default_workdir("sorting", "anira_o", {"train.steps": 300,
+                                                             "train.batch_size": 32})
+
+
+def test_result_lines_one_per_size_out_of_distribution_marked():
+  m = {"sequence_accuracy": 0.5, "token_accuracy": 0.875, "mean_depth": 3.0, "depth_std": 1.25,
+       "needed_mean_depth": 2.0, "needed_depth_std": 0.5}
+  result = {"sizes": {"4": {**m, "in_distribution": True},
+                      "12": {**m, "sequence_accuracy": 0.0, "in_distribution": False}}}
+  assert cli.result_lines(result) == [
+      "size   4: seq_acc 0.500 tok_acc 0.875 depth 3.00±1.25 needed 2.00±0.50",
+      "size  12: seq_acc 0.000 tok_acc 0.875 depth 3.00±1.25 needed 2.00±0.50  (ood)"]

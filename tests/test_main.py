@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from anira_jax import cli
 from conftest import REPO, child_env, run_module, stderr_lines, tiny_flags
 
 pytestmark = pytest.mark.xdist_group("test_main")   # one worker: module fixture runs once
@@ -37,6 +38,14 @@ def test_tiny_run_writes_everything_and_prints_workdir_last(finished_run):
   assert json.loads((workdir / "eval.json").read_text())["step"] == 5
   assert (workdir / "tokens.npz").is_file()
   assert [p.name for p in (workdir / "checkpoints").iterdir()] == ["5"]
+
+
+def test_a_run_ends_with_its_evaluation_then_its_workdir(finished_run):
+  workdir, proc = finished_run
+  result = json.loads((workdir / "eval.json").read_text())
+  lines = cli.result_lines(result)
+  assert len(lines) == 3   # tiny sizes 2, 4, 6
+  assert proc.stdout.splitlines()[-4:] == lines + [str(workdir)]
 
 
 def test_default_workdir_of_a_run_with_overrides_is_its_own(tmp_path):
