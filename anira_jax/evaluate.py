@@ -211,11 +211,7 @@ def main(argv: list[str]) -> None:
     what = "is not a directory" if os.path.exists(_WORKDIR.value) else "does not exist"
     raise errors.UserError(f"workdir {_WORKDIR.value!r} {what}")
   result = evaluate_run(_WORKDIR.value)
-  for size, m in result["sizes"].items():
-    print(f"size {size:>3}: seq_acc {m['sequence_accuracy']:.3f} "
-          f"tok_acc {m['token_accuracy']:.3f} depth {m['mean_depth']:.2f}±{m['depth_std']:.2f} "
-          f"needed {m['needed_mean_depth']:.2f}±{m['needed_depth_std']:.2f}"
-          f"{'' if m['in_distribution'] else '  (ood)'}")
+  print("\n".join(cli.result_lines(result)))
   print(os.path.join(_WORKDIR.value, "eval.json"))
 
 

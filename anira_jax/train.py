@@ -313,11 +313,13 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
           host = parallel.get_state(carry[0])
           check(done, host)
           checkpoint.save(mngr, done, host)
-        if done % cfg.train.eval_every == 0 and done < cfg.train.steps and is_main:
+        if done % cfg.train.eval_every == 0 and done < cfg.train.steps:
           params = parallel.get_state(carry[0])["params"]
-          check(done, params)
-          params = halting.at_step(params, done, cfg.halting.depth_warmup)
-          evaluate.write(workdir, done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
+          check(done, params)   # on every process, so that all stop together
+          if is_main:
+            params = halting.at_step(params, done, cfg.halting.depth_warmup)
+            evaluate.write(workdir, done,
+                           *evaluate.evaluate(cfg, task, params, predict, eval_sets))
         if stopping:
           mngr.wait_until_finished()
           say(f"stopped by signal {stopping} at step {done}; checkpoint saved, rerun the same "
