@@ -21,6 +21,8 @@ def generate(run: runs.Run, size: int, count: int, seed: int) -> dict:
   {"size", "examples": [{"problem", "expected", "generated", "depth", "right"}],
   "sequence_accuracy", "mean_depth"} (depth: block applications of the position that produced
   each token)."""
+  if count < 1:
+    raise errors.UserError(f"--count must be positive, got {count}")
   try:
     examples = run.task.examples(seed, size, count)
   except ValueError as e:
@@ -63,8 +65,6 @@ def main(argv: list[str]) -> None:
   if not os.path.isdir(f.workdir):
     what = "is not a directory" if os.path.exists(f.workdir) else "does not exist"
     raise errors.UserError(f"workdir {f.workdir!r} {what}")
-  if f.count < 1:
-    raise errors.UserError(f"--count must be positive, got {f.count}")
   run = runs.load_run(f.workdir)
   seed = run.config.eval.seed if f.seed is None else f.seed
   result = generate(run, f.size, f.count, seed)

@@ -35,8 +35,6 @@ def local_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int, row
 def _worker(conn: Connection) -> None:
   """Receives (cfg, task, rows), then answers each step received with (step, batch, None) or
   (step, None, (error, traceback)); ends on None or when the loop's end of the socket closes."""
-  for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, signal.SIG_IGN)
   try:
     cfg, task, rows = conn.recv()
     while (step := conn.recv()) is not None:
@@ -52,6 +50,13 @@ def _worker(conn: Connection) -> None:
     pass
 
 
+def _ignore_stop_signals() -> None:
+  """Run in the worker before it starts Python: ignored signals stay ignored across exec (and
+  Python keeps an ignored SIGINT), so no stop reaches a worker however early it comes."""
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, signal.SIG_IGN)
+
+
 def _start(cfg: ml_collections.ConfigDict, task: tasks.Task, rows: slice
            ) -> tuple[Connection, subprocess.Popen]:
   """A worker process and the loop's end of its socket."""
@@ -61,7 +66,8 @@ def _start(cfg: ml_collections.ConfigDict, task: tasks.Task, rows: slice
       [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
   try:
     proc = subprocess.Popen([sys.executable, "-m", "anira_jax.pipeline", str(theirs.fileno())],
-                            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+                            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                            preexec_fn=_ignore_stop_signals)
   finally:
     theirs.close()
   mine.send((cfg, task, rows))

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from anira_jax import generate, runs
+from anira_jax import errors, generate, runs
 from anira_jax.tasks.base import SEP
 from conftest import run_module, stderr_lines
 
@@ -35,33 +35,35 @@ def test_right_exactly_when_the_teacher_forced_answer_is(run):
   assert [e["depth"] for e in result["examples"]] == out["depth"].tolist()
 
 
-def test_command_prints_problems_answers_and_depths(trained_run):
-  workdir = str(trained_run("anira_o"))
-  text = run_module("anira_jax.generate", f"--workdir={workdir}", "--size=4", "--count=3")
-  assert text.returncode == 0, text.stderr
-  lines = text.stdout.splitlines()
-  assert [line.split(":")[0] for line in lines[:-1:3]] == ["problem 0", "problem 1", "problem 2"]
-  assert all(line.startswith("  generated: ") for line in lines[1::3])
+def test_text_shows_each_problem_its_answer_with_depths_and_the_verdict(run):
+  result = generate.generate(run, size=4, count=3, seed=0)
+  lines = generate.render(result, run.config.model.k_max).splitlines()
+  assert len(lines) == 3 * 3 + 1
+  for i, ex in enumerate(result["examples"]):
+    problem, generated, expected = lines[3 * i:3 * i + 3]
+    assert problem == f"problem {i}: {json.dumps(ex['problem'])}"
+    assert generated.split(": ", 1)[1].split() == [
+        f"{s}({d})" for s, d in zip(ex["generated"], ex["depth"])]
+    assert expected.split()[1:-1] == [str(s) for s in ex["expected"]]
+    assert expected.split()[-1] == ("right" if ex["right"] else "WRONG")
   assert lines[-1].startswith("size 4: ") and "mean depth" in lines[-1]
-  machine = run_module("anira_jax.generate", f"--workdir={workdir}", "--size=4", "--count=3",
-                       "--json")
-  assert machine.returncode == 0, machine.stderr
-  result = json.loads(machine.stdout)
-  assert result["task"] == "sorting" and len(result["examples"]) == 3
-  generated = lines[1].split(": ", 1)[1].split()
-  first = result["examples"][0]
-  assert generated == [f"{s}({d})" for s, d in zip(first["generated"], first["depth"])]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--size=40"], "model.max_len"),
-    (["--size=4", "--count=0"], "--count must be positive"),
-    (["--size=0"], "sizes >= "),
-])
-def test_bad_input_is_one_line(trained_run, args, message):
-  proc = run_module("anira_jax.generate", f"--workdir={trained_run('anira_o')}", *args)
-  assert proc.returncode == 2
-  assert len(stderr_lines(proc)) == 1 and message in proc.stderr, proc.stderr
+def test_command_prints_one_json_document(trained_run):
+  workdir = str(trained_run("anira_o"))
+  proc = run_module("anira_jax.generate", f"--workdir={workdir}", "--size=4", "--count=3",
+                    "--json")
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(proc.stdout)
+  assert (result["task"], result["variant"], result["size"]) == ("sorting", "anira_o", 4)
+  assert result == {**result, **generate.generate(runs.load_run(workdir), 4, 3, 1234)}
+
+
+@pytest.mark.parametrize("size,count,message", [
+    (40, 2, "model.max_len"), (4, 0, "--count must be positive"), (0, 2, "sizes >= ")])
+def test_bad_input_says_what_to_change(run, size, count, message):
+  with pytest.raises(errors.UserError, match=message):
+    generate.generate(run, size=size, count=count, seed=0)
 
 
 def test_missing_run_is_one_line(tmp_path):

@@ -80,6 +80,9 @@ def test_workers_ignore_stop_signals_until_closed():
   cfg = tiny_config("anira_o")
   task = config_lib.validate(cfg)
   with pipeline.Batches(cfg, task, 0, slice(None), workers=2) as batches:
+    for proc in batches.processes:   # at once: before the workers have even started Python
+      os.kill(proc.pid, signal.SIGTERM)
+      os.kill(proc.pid, signal.SIGINT)
     next(batches)
     assert sorted(_workers()) == sorted(p.pid for p in batches.processes)
     for proc in batches.processes:

@@ -56,7 +56,7 @@ SCALES = {
             "model.d_model=16", "model.num_heads=2", "model.mlp_ratio=2", "model.k_max=4",
             "halting.bias_init=-1.0", "train.steps=30", "train.batch_size=8",
             "train.warmup_steps=10", "train.log_every=10", _FINAL_EVAL_ONLY,
-            "eval.examples=16"),
+            "eval.examples=16", "eval.generation=False"),
         task_overrides={"graph": ("task.train_sizes=(3,4)", "task.eval_sizes=(3,4,6)",
                                   "model.max_len=48"),
                         "modarith": ("task.train_sizes=(1,2)", "task.eval_sizes=(1,2,3)")},
