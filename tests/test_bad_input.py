@@ -28,7 +28,8 @@ def paths_fixture(tmp_path_factory, trained_run) -> pathlib.Path:
 
 
 MAIN = ["-m", "anira_jax.main"]
-TINY_MAIN = [*MAIN, "--config=configs/sorting.py", "--config.train.steps=1"]
+TINY_MAIN = [*MAIN, "--config=configs/sorting.py", "--config.train.steps=1",
+             "--config.eval.generation=False"]
 ANALYZE = ["-m", "anira_jax.analyze"]
 CASES = [  # (id, arguments with {p} for the paths root, what stderr says)
     ("main-config-is-dir", [*MAIN, "--config={p}/a_dir", "--workdir={p}/new"], "is a directory"),

@@ -19,7 +19,8 @@ from conftest import child_env
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--config=configs/sorting.py", "--config.train.steps=20",
               "--config.train.log_every=10", "--config.model.d_model=32", "--config.model.k_max=4",
-              "--config.eval.examples=16", "--config.task.eval_sizes=(2,4,8,10)"]
+              "--config.eval.examples=16", "--config.task.eval_sizes=(2,4,8,10)",
+              "--config.eval.generation=False"]
 
 
 def _processes(launcher: subprocess.Popen) -> dict[int, int]:
