@@ -97,7 +97,7 @@ def _check_equals_teacher_forced(run, prompts, out, schedule):
 
 
 # (variant, halting.output, config overrides, schedule): every variant, both output rules on each
-# adaptive variant (for fixed depth the rule only rescales the last iteration's logits), input
+# adaptive variant (at fixed depth the rule only normalises the last iteration's logits), input
 # injection and iteration vectors on each kind of core, both schedules on adaptive depth
 # (and the lock-step loop in every single-row generation), with a prelude layer or none (faster
 # to compile).
