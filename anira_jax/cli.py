@@ -178,6 +178,13 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
+def require_dir(path: str, name: str = "workdir") -> None:
+  """UserError unless `path` is an existing directory."""
+  if not os.path.isdir(path):
+    what = "is not a directory" if os.path.exists(path) else "does not exist"
+    raise UserError(f"{name} {path!r} {what}")
+
+
 def result_lines(result: dict) -> list[str]:
   """One line per evaluated size of an evaluation result (eval.json): sequence and token accuracy,
   mean depth ± std, needed depth ± std, and "(ood)" out of distribution."""

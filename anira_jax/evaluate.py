@@ -10,7 +10,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from anira_jax import cli, data, errors, model, runs, stats, tasks
+from anira_jax import cli, data, model, runs, stats, tasks
 from anira_jax.tasks.base import PAD
 
 METRICS = ("token_accuracy", "sequence_accuracy", "mean_depth")
@@ -34,7 +34,7 @@ class Predictors(NamedTuple):
 def predictors(cfg: ml_collections.ConfigDict) -> Predictors:
   """The predictors evaluation runs (compiled once, reused at every evaluation)."""
   return Predictors(runs.predictor(cfg, "while"), runs.predictor(cfg, "while", forced=True),
-                    runs.generator(cfg, "depthwise") if cfg.eval.generation else None)
+                    runs.generator(cfg, "lockstep") if cfg.eval.generation else None)
 
 
 def prompts_of(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,9 +207,7 @@ def evaluate_run(workdir: str) -> dict:
 
 def main(argv: list[str]) -> None:
   del argv
-  if not os.path.isdir(_WORKDIR.value):
-    what = "is not a directory" if os.path.exists(_WORKDIR.value) else "does not exist"
-    raise errors.UserError(f"workdir {_WORKDIR.value!r} {what}")
+  cli.require_dir(_WORKDIR.value)
   result = evaluate_run(_WORKDIR.value)
   print("\n".join(cli.result_lines(result)))
   print(os.path.join(_WORKDIR.value, "eval.json"))

@@ -7,7 +7,6 @@ symbols with the block applications that produced each token, the expected answe
 they agree; --json prints one JSON object instead.
 """
 import json
-import os
 
 from absl import flags
 import numpy as np
@@ -62,9 +61,7 @@ def render(result: dict, k_max: int) -> str:
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  if not os.path.isdir(f.workdir):
-    what = "is not a directory" if os.path.exists(f.workdir) else "does not exist"
-    raise errors.UserError(f"workdir {f.workdir!r} {what}")
+  cli.require_dir(f.workdir)
   run = runs.load_run(f.workdir)
   seed = run.config.eval.seed if f.seed is None else f.seed
   result = generate(run, f.size, f.count, seed)
