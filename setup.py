@@ -25,9 +25,12 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        # pytest-xdist: the suite on both cores of a CI machine (pytest.ini).
+        # pytest-xdist: the suite on both cores of a CI machine (pytest.ini); tensorboardX: the
+        # test of train.tensorboard's event files (tests/test_loop.py).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29"],
+                 "ipykernel>=6.29", "tensorboardX>=2.6"],
         "bench": ["torch==2.13.0"],
+        # train.tensorboard: TensorBoard scalars, written without TensorFlow or TensorBoard.
+        "tensorboard": ["tensorboardX>=2.6"],
     },
 )

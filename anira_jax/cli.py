@@ -213,7 +213,8 @@ def config_stem(config_flag_name: str = "config") -> str:
 
 
 # Overrides of how a run executes, not of what it trains: left out of the default workdir's hash.
-EXECUTION = ("parallel.", "train.data_workers", "train.prefetch", "train.profile_steps")
+EXECUTION = ("parallel.", "train.data_workers", "train.prefetch", "train.profile_steps",
+             "train.tensorboard")
 
 
 def default_workdir(stem: str, variant: str, overrides: dict) -> str:

@@ -14,10 +14,11 @@ OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
 SUPERVISIONS = ("penalty", "correctness")
 # Fields a resumed run may change (a prefix ending in "." covers a section): how long it trains,
-# how often it logs, evaluates and saves, how it is evaluated, and how it is spread over devices.
-# Any other change (model, task, halting, optimisation, seed) makes another run.
+# how often it logs, evaluates and saves, what it writes beside (TensorBoard scalars), how it is
+# evaluated, and how it is spread over devices. Any other change (model, task, halting,
+# optimisation, seed) makes another run.
 RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-             "train.data_workers", "train.prefetch", "train.profile_steps",
+             "train.data_workers", "train.prefetch", "train.profile_steps", "train.tensorboard",
              "task.eval_sizes", "eval.", "parallel.")
 
 # halting.* of plain ACT, stated in full: the halting ablation starts every remedy from it, so its
@@ -102,6 +103,7 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.train.data_workers = 0          # processes making batches ahead of the loop (0: in the loop)
   c.train.prefetch = 2              # batches the workers make ahead
   c.train.profile_steps = ()        # (start, stop): a jax.profiler trace of those steps
+  c.train.tensorboard = False       # also the logged scalars under <workdir>/tensorboard
 
   c.eval = ml_collections.ConfigDict()
   c.eval.seed = 1234                # evaluation sets do not depend on the training seed

@@ -1,5 +1,6 @@
 """train_and_evaluate: the training loop, its logging, checkpoints and evaluation."""
 import collections
+import importlib.util
 import json
 import math
 import os
@@ -175,6 +176,56 @@ class ProfileWindow:
       jax.profiler.stop_trace()
 
 
+class Scalars:
+  """With train.tensorboard, the logged scalars as TensorBoard events under <workdir>/tensorboard,
+  written by tensorboardX (imported only then); off until `open`. A run that resumes from step
+  `start` appends an event file that begins with a restart at `start + 1` (purge_step: TensorBoard
+  drops the earlier points from there on, as metrics.jsonl does)."""
+
+  def __init__(self):
+    self._writer = None
+
+  def open(self, workdir: str, start: int) -> None:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1)
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if self._writer is not None:
+      for tag, value in scalars.items():
+        self._writer.add_scalar(tag, value, step)
+      self._writer.flush()   # visible to a running TensorBoard at once, as metrics.jsonl is
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
+def train_scalars(metrics: dict) -> dict[str, float]:
+  """The scalars of a metrics.jsonl record (per-iteration lists aside) as "train/<key>"."""
+  return {f"train/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+
+
+EVAL_SCALARS = (*evaluate.METRICS, "generation_sequence_accuracy")
+
+
+def eval_scalars(result: dict) -> dict[str, float]:
+  """The scalars of an evaluation: per size, EVAL_SCALARS as measured ("eval/<metric>/size_<n>"),
+  their means over the sizes in and out of distribution ("eval/<metric>/<range>", the curves of
+  `python -m anira_jax.plots`) and the alignment ("eval/alignment/spearman_*")."""
+  scalars = {f"eval/alignment/{k}": v for k, v in result["alignment"].items()
+             if isinstance(v, float)}
+  for rng in evaluate.RANGES:
+    sizes = {n: m for n, m in result["sizes"].items()
+             if m["in_distribution"] == (rng == "in_distribution")}
+    for key in EVAL_SCALARS:
+      values = {n: m[key] for n, m in sizes.items() if key in m}
+      scalars.update({f"eval/{key}/size_{n}": v for n, v in values.items()})
+      if values:
+        scalars[f"eval/{key}/{rng}"] = float(np.mean(list(values.values())))
+  return scalars
+
+
 def _finite(tree) -> bool:
   return all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
 
@@ -201,8 +252,8 @@ def resume_config(cfg: ml_collections.ConfigDict, workdir: str) -> ml_collection
 
 
 def _check_loop(t: ml_collections.ConfigDict) -> None:
-  """train.data_workers, train.prefetch and train.profile_steps (how the loop runs, not what it
-  trains: a resume may change them)."""
+  """train.data_workers, train.prefetch, train.profile_steps and train.tensorboard (how the loop
+  runs, not what it trains: a resume may change them)."""
   if not (isinstance(t.data_workers, int) and t.data_workers >= 0):
     raise config_lib.ConfigError(f"train.data_workers must be an integer >= 0 (0: batches made "
                                  f"in the loop), got {t.data_workers!r}")
@@ -213,6 +264,9 @@ def _check_loop(t: ml_collections.ConfigDict) -> None:
                      and 0 <= window[0] < window[1]):
     raise config_lib.ConfigError(f"train.profile_steps must be () (off) or (start, stop) with "
                                  f"0 <= start < stop, got {t.profile_steps!r}")
+  if t.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+    raise config_lib.ConfigError("train.tensorboard needs tensorboardX, which is not installed: "
+                                 'pip install -e ".[tensorboard]"')
 
 
 def _check_devices(cfg: ml_collections.ConfigDict, n: int) -> None:
@@ -228,17 +282,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 
   Runs data-parallel over `devices` (default: all). Returns the evaluation result, or {} when
   SIGTERM or SIGINT stopped training (at the same step on every process) after a checkpoint."""
-  stop = {"signal": None}
+  stop, scalars = {"signal": None}, Scalars()
   previous = {s: signal.signal(s, stop_handler(stop)) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
-    return _train_and_evaluate(cfg, workdir, devices, stop)
+    return _train_and_evaluate(cfg, workdir, devices, stop, scalars)
   finally:   # once the run's arrays, steps and checkpoint manager are released
+    scalars.close()
     for signum, handler in previous.items():
       signal.signal(signum, handler)
 
 
 def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
-                        devices: list[jax.Device] | None, stop: dict) -> dict:
+                        devices: list[jax.Device] | None, stop: dict, scalars: Scalars) -> dict:
   task = config_lib.validate(cfg)
   devices = jax.devices() if devices is None else devices
   _check_devices(cfg, len(devices))
@@ -259,12 +314,18 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(cfg.to_json(indent=1))
     _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {}, keep_until=start)
+    if cfg.train.tensorboard:
+      scalars.open(workdir, start)
   if restored is not None and is_main:
     print(f"resuming from step {start} in {workdir}")
   carry = parallel.put_state((host_state, WATCH))
   predict = evaluate.predictors(cfg)
   eval_sets = data.eval_sets(cfg, task)
   rows = parallel.process_slice(cfg.train.batch_size)
+
+  def write_eval(step: int, result: dict, records: dict) -> None:   # on the main process
+    evaluate.write(workdir, step, result, records)
+    scalars.write(step, eval_scalars(result))
 
   monitor = CollapseMonitor()
   vote = StopVote(parallel)
@@ -306,6 +367,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
           logged, tick = done, time.perf_counter()
           if is_main:
             _append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"step": done, **metrics})
+            scalars.write(done, train_scalars(metrics))
           say(_format(done, metrics))
           if model.variant(cfg.model).adaptive and (warning := monitor(done, metrics)):
             say(warning)
@@ -318,8 +380,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
           check(done, params)   # on every process, so that all stop together
           if is_main:
             params = halting.at_step(params, done, cfg.halting.depth_warmup)
-            evaluate.write(workdir, done,
-                           *evaluate.evaluate(cfg, task, params, predict, eval_sets))
+            write_eval(done, *evaluate.evaluate(cfg, task, params, predict, eval_sets))
         if stopping:
           mngr.wait_until_finished()
           say(f"stopped by signal {stopping} at step {done}; checkpoint saved, rerun the same "
@@ -336,5 +397,5 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   params = halting.at_step(final["params"], int(final["step"]), cfg.halting.depth_warmup)
   result, records = evaluate.evaluate(cfg, task, params, predict, eval_sets)
   if is_main:
-    evaluate.write(workdir, int(final["step"]), result, records)
+    write_eval(int(final["step"]), result, records)
   return result

@@ -156,13 +156,15 @@ def test_resume_refuses_a_changed_model_or_seed_naming_each_field(tmp_path, trai
   assert _snapshot(workdir) == before
 
 
-def test_resume_accepts_new_steps_cadence_and_evaluation(tmp_path, trained_run):
+def test_resume_accepts_new_steps_cadence_evaluation_and_tensorboard(tmp_path, trained_run):
   workdir = tmp_path / "run"
   shutil.copytree(trained_run("anira_o"), workdir)
   cfg = tiny_config("anira_o", train__steps=32, train__log_every=2, train__checkpoint_every=2,
-                    eval__examples=8, task__eval_sizes=(2, 4, 8), parallel__mode="pmap")
+                    train__tensorboard=True, eval__examples=8, task__eval_sizes=(2, 4, 8),
+                    parallel__mode="pmap")
   result = train.train_and_evaluate(cfg, str(workdir))
   assert set(result["sizes"]) == {"2", "4", "8"} and read_eval(workdir)["step"] == 32
+  assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1
   saved = json.loads((workdir / "config.json").read_text())
   assert (saved["train"]["steps"], saved["train"]["schedule_steps"]) == (32, 30)
 

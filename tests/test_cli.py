@@ -58,7 +58,7 @@ def test_how_the_loop_runs_is_left_out_of_the_default_workdir():
   plain = cli.default_workdir("sorting", "anira_o", {"train.steps": 300})
   assert plain == cli.default_workdir("sorting", "anira_o", {
       "train.steps": 300, "train.data_workers": 2, "train.prefetch": 4,
-      "train.profile_steps": (10, 20)})
+      "train.profile_steps": (10, 20), "train.tensorboard": True})
   assert plain != cli.default_workdir("sorting", "anira_o", {"train.steps": 300,
                                                              "train.batch_size": 32})
 

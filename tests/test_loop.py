@@ -1,12 +1,16 @@
-"""The training loop's tools: the loop's own config fields, a profiler window, and the training
-curves of a run."""
+"""The training loop's tools: the loop's own config fields, a profiler window, TensorBoard scalars,
+and the training curves of a run."""
 import gzip
 import json
+import pathlib
 import shutil
+import struct
+import sys
 
+import numpy as np
 import pytest
 
-from anira_jax import config as config_lib, plots, train
+from anira_jax import config as config_lib, evaluate, plots, train
 from anira_jax.errors import UserError
 from conftest import tiny_config
 
@@ -40,6 +44,67 @@ def test_profile_window_writes_a_trace_of_those_steps(tmp_path):
   steps = [e["args"]["step_num"] for e in events if e.get("name") == "train"]
   assert steps == ["2", "3"]   # the steps from state 1 to state 3, numbered as logged
   assert any(e.get("name") == "PjitFunction(train)" for e in events)
+
+
+def _event_files(logdir: pathlib.Path) -> list[list]:
+  """The events of each event file in logdir, in the order TensorBoard reads them (by name), read
+  without TensorBoard: TFRecords of an 8-byte little-endian length, its CRC, the payload (an
+  Event), the payload's CRC."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  files = []
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    data, at, events = path.read_bytes(), 0, []
+    while at < len(data):
+      (length,) = struct.unpack("<Q", data[at:at + 8])
+      events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+      at += 12 + length + 4
+    files.append(events)
+  return files
+
+
+def _jsonl(path: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tensorboard_scalars_are_the_logged_metrics_and_evaluations(tmp_path):
+  """4 steps, logged and evaluated every 2, then resumed to 6: the scalars TensorBoard shows are
+  those of metrics.jsonl ("train/") and evals.jsonl ("eval/"), each step once."""
+  run = lambda steps: train.train_and_evaluate(tiny_config(
+      "anira_o", train__steps=steps, train__log_every=2, train__eval_every=2,
+      train__tensorboard=True), str(tmp_path))
+  run(4)
+  run(6)
+  first, resumed = _event_files(tmp_path / "tensorboard")
+  points = lambda events: {(v.tag, e.step): v.simple_value for e in events for v in e.summary.value}
+  assert [e.step for e in resumed if e.session_log.status == e.session_log.START] == [5]
+  assert {step for _, step in points(resumed)} == {6}   # the resumed run's points only
+  shown = {**{k: v for k, v in points(first).items() if k[1] < 5}, **points(resumed)}
+
+  expected = {}
+  for record in _jsonl(tmp_path / "metrics.jsonl"):
+    expected.update({(f"train/{k}", record["step"]): v for k, v in record.items()
+                     if k != "step" and not isinstance(v, list)})
+  for record in _jsonl(tmp_path / "evals.jsonl"):
+    step = record["step"]
+    for size, m in record["sizes"].items():
+      expected.update({(f"eval/{k}/size_{size}", step): m[k] for k in evaluate.METRICS})
+    for rng, means in evaluate.range_means(record).items():
+      expected.update({(f"eval/{k}/{rng}", step): v for k, v in means.items()})
+    for k in ("spearman_needed", "spearman_main"):
+      expected[(f"eval/alignment/{k}", step)] = record["alignment"][k]
+  assert {step for _, step in expected} == {2, 4, 6}
+  assert sorted(shown) == sorted(expected)
+  np.testing.assert_allclose([shown[k] for k in expected], list(expected.values()), rtol=1e-6)
+
+
+def test_tensorboard_without_tensorboardx_is_refused_before_anything_is_written(tmp_path,
+                                                                                monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)   # as if not installed
+  with pytest.raises(config_lib.ConfigError) as e:
+    train.train_and_evaluate(tiny_config("anira_o", train__tensorboard=True), str(tmp_path / "run"))
+  assert str(e.value) == ("train.tensorboard needs tensorboardX, which is not installed: "
+                          'pip install -e ".[tensorboard]"')
+  assert not (tmp_path / "run").exists()
 
 
 def test_training_curves_are_written_as_png(tmp_path, trained_run):
