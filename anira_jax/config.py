@@ -38,7 +38,8 @@ HALTING_PLAIN: dict[str, Any] = {
     "prior_lambda": 0.2,       # geometric prior parameter for kl_geometric
     # What trains the halting unit: "penalty", the output weights and the compute penalty (ACT);
     # "correctness", a binary cross-entropy on whether the output had the token halted at that
-    # iteration is right (an exit classifier), with cross-entropy on every exit (losses.py).
+    # iteration is right (an exit classifier), with cross-entropy on every exit (losses.py; for
+    # `fixed`, which has no unit, the cross-entropy on every iteration's readout alone).
     "supervision": "penalty",
 }
 # The halting ablation's remedies: the halting.* fields each changes from HALTING_PLAIN

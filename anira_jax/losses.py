@@ -1,6 +1,7 @@
 """Training objective: next-token cross-entropy on answer tokens plus the compute penalty, or,
 when the halting unit is an exit classifier (halting.supervision="correctness"), cross-entropy on
-every exit plus the classifier's binary cross-entropy.
+every exit plus the classifier's binary cross-entropy (for `fixed`, which has no halting unit, the
+cross-entropy on every iteration's readout alone: deep supervision).
 
 Every term is a per-device sum divided by the mean count over devices, so averaging the per-device
 values (lax.pmean) gives exactly the global mean, however unevenly answer tokens fall on devices.
@@ -71,12 +72,12 @@ def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict,
     ce_NxBxL = token_ce(logits_NxBxLxV, batch["targets"])
     return (jnp.sum(ce_NxBxL * jnp.broadcast_to(answer_BxL, ce_NxBxL.shape), axis=(-2, -1))
             / _mean_count(answer_BxL, axis_name))
-  if adaptive and h.supervision == "correctness":
+  if h.supervision == "correctness":
     logits_BxLxV, exits_KxBxLxV, final = recurrence.forward_exits(cfg, params, batch["inputs"])
     ce = jnp.sum(exit_weights(cfg.model.k_max) * ce_of(exits_KxBxLxV))
     right_KxBxL = jnp.argmax(exits_KxBxLxV, -1) == batch["targets"][None]
-    pen = exit_classifier_loss(final.logits_BxLxK, right_KxBxL, final.depth_BxL, answer_BxL,
-                               axis_name)
+    pen = (exit_classifier_loss(final.logits_BxLxK, right_KxBxL, final.depth_BxL, answer_BxL,
+                                axis_name) if adaptive else jnp.zeros(()))
     scale = jnp.ones(())
   else:
     logits_BxLxV, final = recurrence.forward(cfg, params, batch["inputs"], mode="scan")

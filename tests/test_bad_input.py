@@ -47,6 +47,7 @@ CASES = [  # (id, arguments with {p} for the paths root, what stderr says)
      "missing config.json"),
     ("evaluate-bad-config-json", ["-m", "anira_jax.evaluate", "--workdir={p}/bad_config_json"],
      "cannot read {p}/bad_config_json/config.json"),
+    ("exits-no-run", ["-m", "anira_jax.exits", "--workdir={p}/a_dir"], "missing config.json"),
     ("analyze-workdir-is-file", [*ANALYZE, "--out={p}/out", "--workdirs={p}/a_file"],
      "does not exist"),
     ("analyze-eval-not-utf8", [*ANALYZE, "--out={p}/out", "--workdirs={p}/binary_eval"],

@@ -158,6 +158,23 @@ def test_correctness_supervision_by_hand(variant, output):
   assert float(loss) == pytest.approx(float(aux["mean"]["ce"]) + np.mean(terms), rel=1e-4)
 
 
+def test_correctness_supervision_of_fixed_is_cross_entropy_after_every_iteration():
+  # No halting unit: the readout after iteration k (the first k iterations, as a forced depth)
+  # is exit k, weighted by k; nothing else enters the loss.
+  cfg, params, batch = _setup("fixed", halting__supervision="correctness")
+  loss, aux = objective(cfg, params, batch)
+  mask, targets = batch["loss_mask"], batch["targets"]
+  b, l = np.nonzero(mask)
+  forced = jax.jit(lambda k: recurrence.forward(cfg, params, batch["inputs"], halt_at=k)[0])
+  ce_k = []
+  for k in range(1, cfg.model.k_max + 1):
+    logp = np.asarray(jax.nn.log_softmax(forced(jnp.int32(k))))
+    ce_k.append(-logp[b, l, targets[b, l]].mean())
+  omega = np.arange(1, cfg.model.k_max + 1) / np.arange(1, cfg.model.k_max + 1).sum()
+  assert float(aux["mean"]["ce"]) == pytest.approx(float(omega @ np.array(ce_k)), rel=1e-5)
+  assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
+
+
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_correctness_supervision_keeps_the_classifier_and_the_trunk_apart(variant):
   # Cross-entropy trains everything but the halting unit; the classifier's loss only the unit.
