@@ -162,29 +162,30 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-  """Sequence accuracy against mean depth: the forced depths as a curve, the own halting and
-  every rule as points labelled with Spearman(depth, needed depth) and waste."""
+  """Left: sequence accuracy against mean depth, the forced depths as a curve, the own halting and
+  every rule as points. Right: waste against Spearman(depth, needed depth) of the same points."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   rules = result["rules"]
-  fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+  fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
   forced = [rules[f"forced {k}"] for k in range(1, result["k_max"] + 1)]
-  ax.plot([r["mean_depth"] for r in forced], [r["sequence_accuracy"] for r in forced], "k.-",
-          label="every token forced to k")
-  for name, r in rules.items():
-    if name.startswith("forced"):
-      continue
-    own = name == "own halting"
-    ax.plot(r["mean_depth"], r["sequence_accuracy"], "r*" if own else "o", ms=12 if own else 5)
-    ax.annotate(f"{name}: rho {r['spearman_needed']:.2f}, waste {r['waste']:.2f}",
-                (r["mean_depth"], r["sequence_accuracy"]), fontsize=6, xytext=(4, 2),
-                textcoords="offset points")
-  ax.set(xlabel="mean depth of answer tokens (block applications)",
-         ylabel="in-distribution sequence accuracy",
-         title=f"{result['task']} {result['variant']}: exit rules on the model's own outputs")
-  ax.legend(loc="lower right", fontsize=8)
-  fig.savefig(path, dpi=120)
+  left.plot([r["mean_depth"] for r in forced], [r["sequence_accuracy"] for r in forced], "k.-",
+            label="every token forced to k")
+  shown = [name for name in rules if not name.startswith("forced")]
+  colors = plt.get_cmap("tab20")(np.linspace(0, 1, len(shown)))
+  for name, color in zip(shown, colors):
+    r, own = rules[name], name == "own halting"
+    style = {"marker": "*" if own else "o", "ms": 14 if own else 7, "color": color, "ls": ""}
+    left.plot(r["mean_depth"], r["sequence_accuracy"], label=name, **style)
+    right.plot(r["spearman_needed"], r["waste"], **style)
+  left.set(xlabel="mean depth of answer tokens (block applications)",
+           ylabel="in-distribution sequence accuracy")
+  right.set(xlabel="Spearman(depth, needed depth)", ylabel="waste (depth - needed depth)")
+  fig.suptitle(f"{result['task']} {result['variant']} (step {result['step']}): exit rules on the "
+               "model's own outputs")
+  fig.legend(loc="outside right center", fontsize=8)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
