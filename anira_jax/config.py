@@ -4,7 +4,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from anira_jax import errors, halting, recurrence, tasks
+from anira_jax import errors, halting, model, recurrence, tasks
 from anira_jax.model import VARIANTS
 
 PARALLEL_MODES = ("shard_map", "pmap")
@@ -13,6 +13,7 @@ POSITIONS = ("rope", "none")
 OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
 SUPERVISIONS = ("penalty", "correctness")
+EXIT_RULES = ("unit", "readout")
 # Fields a resumed run may change (a prefix ending in "." covers a section): how long it trains,
 # how often it logs, evaluates and saves, what it writes beside (TensorBoard scalars), how it is
 # evaluated, and how it is spread over devices. Any other change (model, task, halting,
@@ -41,6 +42,13 @@ HALTING_PLAIN: dict[str, Any] = {
     # iteration is right (an exit classifier), with cross-entropy on every exit (losses.py; for
     # `fixed`, which has no unit, the cross-entropy on every iteration's readout alone).
     "supervision": "penalty",
+    # Who decides that a token halts (anira_o): "unit", the halting unit; "readout", the readout
+    # after the iteration (added after the exits analysis, docs/design.md): halt once its top
+    # probability reaches exit_confidence or, from the second iteration on, its KL divergence
+    # from the readout after the iteration before is below exit_stability (0: never).
+    "exit_rule": "unit",
+    "exit_confidence": 0.9,
+    "exit_stability": 0.03,
 }
 # The halting ablation's remedies: the halting.* fields each changes from HALTING_PLAIN
 # (ablation.remedies adds one for each registered penalty that none of these uses).
@@ -181,6 +189,14 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
          f"got {h.penalty_tokens!r}")
   _check(h.supervision in SUPERVISIONS,
          f"halting.supervision must be one of {', '.join(SUPERVISIONS)}, got {h.supervision!r}")
+  _check(h.exit_rule in EXIT_RULES,
+         f"halting.exit_rule must be one of {', '.join(EXIT_RULES)}, got {h.exit_rule!r}")
+  _check(h.exit_rule == "unit" or (model.variant(m).halting == "online"
+                                   and h.supervision == "correctness"),
+         "halting.exit_rule=readout decides from the readout after each iteration: it needs the "
+         "online variant anira_o and halting.supervision=correctness (which trains every exit)")
+  _check(0.0 < h.exit_confidence <= 1.0 and h.exit_stability >= 0.0,
+         "halting.exit_confidence must be in (0, 1] and halting.exit_stability >= 0")
   _check(0.0 <= h.threshold < 1.0, "halting.threshold must be in [0, 1)")
   _check(h.temperature > 0, "halting.temperature must be positive")
   _check(h.depth_warmup >= 0, f"halting.depth_warmup must be >= 0, got {h.depth_warmup}")

@@ -76,8 +76,9 @@ def objective(cfg: ml_collections.ConfigDict, params: model.Params, batch: dict,
     logits_BxLxV, exits_KxBxLxV, final = recurrence.forward_exits(cfg, params, batch["inputs"])
     ce = jnp.sum(exit_weights(cfg.model.k_max) * ce_of(exits_KxBxLxV))
     right_KxBxL = jnp.argmax(exits_KxBxLxV, -1) == batch["targets"][None]
+    classifier = adaptive and h.exit_rule == "unit"   # else no unit decides: nothing to train
     pen = (exit_classifier_loss(final.logits_BxLxK, right_KxBxL, final.depth_BxL, answer_BxL,
-                                axis_name) if adaptive else jnp.zeros(()))
+                                axis_name) if classifier else jnp.zeros(()))
     scale = jnp.ones(())
   else:
     logits_BxLxV, final = recurrence.forward(cfg, params, batch["inputs"], mode="scan")

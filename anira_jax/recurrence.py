@@ -57,17 +57,32 @@ def init_state(h0_BxLxD: jax.Array, valid_BxL: jax.Array, k_max: int, out_dim: i
                t=jnp.zeros((), jnp.int32))
 
 
-def iteration_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_BxLxD: jax.Array,
-                     ctx: Context, t: jax.Array) -> jax.Array:
+def iteration_logits(cfg: ml_collections.ConfigDict, params: model.Params, h_prev_BxLxD: jax.Array,
+                     h_BxLxD: jax.Array, ctx: Context, t: jax.Array) -> jax.Array:
   """Every token's halting logit at iteration t, from where the variant decides
-  (model.Variant.halting): the current state (online), the prelude (early), or nowhere (fixed
-  depth, -inf)."""
+  (model.Variant.halting): the state after it, h (online: the halting unit, or the readout under
+  halting.exit_rule="readout", +inf to halt and -inf not to), the prelude (early), or nowhere
+  (fixed depth, -inf). h_prev is the state before the iteration."""
   source = model.variant(cfg.model).halting
+  if source == "online" and cfg.halting.exit_rule == "readout":
+    return jnp.where(readout_exit(cfg, params, h_prev_BxLxD, h_BxLxD, t), jnp.inf, -jnp.inf)
   if source == "online":
     return model.halt_logits(params, halting_input(cfg, h_BxLxD))[..., 0]
   if source == "early":
     return jax.lax.dynamic_index_in_dim(ctx.early_BxLxK, t, axis=-1, keepdims=False)
   return jnp.full(h_BxLxD.shape[:2], -jnp.inf)
+
+
+def readout_exit(cfg: ml_collections.ConfigDict, params: model.Params, h_prev_BxLxD: jax.Array,
+                 h_BxLxD: jax.Array, t: jax.Array) -> jax.Array:
+  """halting.exit_rule="readout": whether the readout after iteration t is confident (top
+  probability >= exit_confidence) or, for t >= 1, stable (KL from the readout after t - 1 below
+  exit_stability). Not differentiated: the exits are trained by their cross-entropy."""
+  logp_BxLxV = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_BxLxD)))
+  logp_prev = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_prev_BxLxD)))
+  kl_BxL = jnp.sum(jnp.exp(logp_BxLxV) * (logp_BxLxV - logp_prev), axis=-1)
+  confident = jnp.max(logp_BxLxV, axis=-1) >= jnp.log(cfg.halting.exit_confidence)
+  return confident | ((t > 0) & (kl_BxL < cfg.halting.exit_stability))
 
 
 def halting_input(cfg: ml_collections.ConfigDict, h_BxLxD: jax.Array) -> jax.Array:
@@ -89,7 +104,7 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
   """The state after iteration s.t, given the block's output for (at least) the active tokens."""
   active_BxL = ~s.halted_BxL
   h = jnp.where(active_BxL[..., None], h_new_BxLxD, s.h_BxLxD)
-  logits = iteration_logits(cfg, params, h, ctx, s.t) / cfg.halting.temperature
+  logits = iteration_logits(cfg, params, s.h_BxLxD, h, ctx, s.t) / cfg.halting.temperature
   lam = halting.conditional_probs(logits, s.t, cfg.model.k_max)
   if cfg.halting.supervision == "correctness":   # the output weights do not train the unit
     lam = jax.lax.stop_gradient(lam)

@@ -53,6 +53,11 @@ BAD = [
     ("halting.output", "logits", "halting.output must be one of state, distribution"),
     ("halting.supervision", "oracle",
      "halting.supervision must be one of penalty, correctness, got 'oracle'"),
+    ("halting.exit_rule", "oracle", "halting.exit_rule must be one of unit, readout, got 'oracle'"),
+    ("halting.exit_rule", "readout", "it needs the online variant anira_o and "
+     "halting.supervision=correctness"),   # the supervision is "penalty" here
+    ("halting.exit_confidence", 0.0, "halting.exit_confidence must be in (0, 1]"),
+    ("halting.exit_stability", -0.1, "halting.exit_stability >= 0"),
     ("halting.threshold", 1.0, "halting.threshold must be in [0, 1)"),
     ("halting.threshold", -0.1, "halting.threshold must be in [0, 1)"),
     ("halting.temperature", 0.0, "halting.temperature must be positive"),

@@ -175,6 +175,18 @@ def test_correctness_supervision_of_fixed_is_cross_entropy_after_every_iteration
   assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
 
 
+def test_readout_exit_rule_trains_the_exits_and_nothing_else():
+  # The readout decides: no classifier term, and no gradient reaches the unused halting unit.
+  cfg, params, batch = _setup("anira_o", halting__supervision="correctness",
+                              halting__exit_rule="readout", halting__exit_confidence=0.26,
+                              halting__exit_stability=0.2)
+  (loss, aux), grads = jax.jit(jax.value_and_grad(
+      lambda p: losses.objective(cfg, p, batch, STEP), has_aux=True))(params)
+  assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
+  assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grads["halt"]))
+  assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads["core"]))
+
+
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_correctness_supervision_keeps_the_classifier_and_the_trunk_apart(variant):
   # Cross-entropy trains everything but the halting unit; the classifier's loss only the unit.

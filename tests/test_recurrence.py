@@ -478,3 +478,34 @@ def test_exits_from_the_halting_iteration_on_are_the_own_output(output):
   np.testing.assert_allclose(np.asarray(exits)[after], own[after], rtol=1e-5, atol=1e-5)
   before = (t < depth[None] - 1) & valid[None]
   assert before.any() and not np.allclose(np.asarray(exits)[before], own[before], atol=1e-3)
+
+
+# halting.exit_rule="readout": the readout after each iteration decides ---------------------------
+
+@pytest.mark.parametrize("output", ["state", "distribution"])
+def test_readout_exit_rule_halts_where_its_exits_say_and_scan_equals_while(output):
+  cfg = tiny_config("anira_o", halting__output=output, halting__supervision="correctness",
+                    halting__exit_rule="readout", halting__exit_confidence=0.26,
+                    halting__exit_stability=0.2)
+  params = random_params(cfg, seed=1)
+  inputs = _inputs(cfg)
+  _check_scan_equals_while(cfg, params, inputs, use_jit=True, expect_early_exit=True)
+  logits, exits, final = _exits(cfg.to_json())(params, inputs)
+  valid, depth = inputs != PAD, np.asarray(final.depth_BxL)
+  # Halting weights are exactly 0 then 1: the output is the exit at the halting iteration.
+  assert set(np.unique(np.asarray(final.probs_BxLxK))) <= {0.0, 1.0}
+  halted_at = np.take_along_axis(np.asarray(exits), (depth - 1).clip(0)[None, ..., None],
+                                 axis=0)[0]
+  np.testing.assert_allclose(np.asarray(logits)[valid], halted_at[valid], rtol=1e-5, atol=1e-5)
+  # The rule by hand on the exits (exit t is the readout after iteration t until the token halts).
+  logp = np.asarray(jax.nn.log_softmax(exits))                       # [K, B, L, V]
+  confident = logp.max(-1) >= np.log(0.26)
+  kl = np.full(confident.shape, np.inf)
+  kl[1:] = np.sum(np.exp(logp[1:]) * (logp[1:] - logp[:-1]), axis=-1)
+  stable = kl < 0.2
+  fires = confident | stable
+  fires[-1] = True
+  np.testing.assert_array_equal(depth[valid], (fires.argmax(0) + 1)[valid])
+  first = fires.argmax(0)
+  by = lambda x: np.take_along_axis(x, first[None], 0)[0][valid & (depth < cfg.model.k_max)]
+  assert by(confident).any() and (by(stable) & ~by(confident)).any()   # both tests decide
