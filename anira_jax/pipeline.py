@@ -28,8 +28,8 @@ from anira_jax import data, tasks
 
 
 def local_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int, rows: slice) -> dict:
-  """The rows of the global batch of `step` that this process feeds."""
-  return {k: v[rows] for k, v in data.train_batch(cfg, task, step).items()}
+  """The rows of the global batch of `step` that this process feeds (made alone)."""
+  return data.train_batch(cfg, task, step, rows)
 
 
 def _worker(conn: Connection) -> None:

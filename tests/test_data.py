@@ -29,6 +29,24 @@ def test_train_batch_is_pure_function_of_seed_and_step():
   assert not np.array_equal(_batch(1, 7)["inputs"], later_first["inputs"])
 
 
+def test_rows_are_made_alone_and_equal_the_global_batch_rows():
+  """Any slice of rows, made from the chunks that hold it alone, is those rows of the global
+  batch (so every number of hosts feeds the same batch); chunks are not copies of each other."""
+  cfg = tiny_config("anira_o", train__batch_size=2 * data.CHUNK + 88)
+  task = config_lib.validate(cfg)
+  whole = data.train_batch(cfg, task, 3)
+  assert whole["inputs"].shape[0] == cfg.train.batch_size
+  for rows in (slice(0, 300), slice(300, None), slice(data.CHUNK - 1, data.CHUNK + 1),
+               slice(2 * data.CHUNK, 2 * data.CHUNK + 88), slice(5, 6)):
+    _assert_batches_equal(data.train_batch(cfg, task, 3, rows),
+                          {k: v[rows] for k, v in whole.items()})
+  first, second = whole["inputs"][:data.CHUNK], whole["inputs"][data.CHUNK:2 * data.CHUNK]
+  assert (first != second).any(axis=1).mean() > 0.9
+  for bad in (slice(3, 3), slice(0, 10, 2)):
+    with pytest.raises(ValueError, match="non-empty slice of consecutive rows"):
+      data.train_batch(cfg, task, 3, bad)
+
+
 @pytest.mark.parametrize("sizes", [(2, 4), (3, 3), (1, 5)])
 def test_train_batch_sizes_and_shapes(sizes):
   cfg = tiny_config("fixed", task__train_sizes=sizes, train__batch_size=64)
