@@ -4,7 +4,7 @@ import pytest
 
 from anira_jax import config as config_lib
 from anira_jax import data
-from anira_jax.tasks.base import PAD
+from anira_jax.tasks.base import CHUNK, PAD
 from conftest import tiny_config
 
 
@@ -114,14 +114,14 @@ def test_eval_sets_independent_of_training_seed():
 
 
 def test_frozen_sets_equal_generated_ones_and_check_task_options(tmp_path):
-  """eval.data_dir reads the TFDS sets of `tasks build` (same seed: the same examples), and refuses
-  a dataset built for other task options."""
+  """eval.data_dir reads the TFDS sets of `tasks build` (same seed: the same examples, from a
+  build of more examples too), and refuses a dataset built for other task options."""
   from anira_jax.tasks import tfds_builder
   cfg = tiny_config("anira_o")
   task = config_lib.validate(cfg)
   options = dict(cfg.task.options)
-  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples, str(tmp_path / "same"),
-                     seed=cfg.eval.seed, options=options)
+  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples + CHUNK,
+                     str(tmp_path / "same"), seed=cfg.eval.seed, options=options)
   generated = data.eval_sets(cfg, task)
   frozen_cfg = tiny_config("anira_o", eval__data_dir=str(tmp_path / "same"))
   frozen = data.eval_sets(frozen_cfg, config_lib.validate(frozen_cfg))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from anira_jax import tasks
-from anira_jax.tasks.base import PAD, SEP, Example
+from anira_jax.tasks.base import CHUNK, PAD, SEP, Example
 
 CANDIDATE_SIZES = (1, 2, 3, 5, 8, 16, 32, 64)
 MAX_LEN = 256   # the default --max_len of `python -m anira_jax.tasks`
@@ -78,6 +78,16 @@ def check_sample_is_encoded_examples(task: tasks.Task, size: int) -> None:
                      task.encode(task.examples(3, size, 8), task.seq_len(size)))
 
 
+def check_prefixes(task: tasks.Task, size: int) -> None:
+  """The first k examples of a count are those of count k (a frozen set of any count starts with
+  the evaluation set), across chunk boundaries too."""
+  longer = task.sample(3, size, CHUNK + 2)
+  for count in (1, CHUNK + 1):
+    first = {**longer, **{k: longer[k][:count] for k in ("inputs", "targets", "loss_mask")},
+             "features": {k: v[:count] for k, v in longer["features"].items()}}
+    assert_same_arrays(first, task.sample(3, size, count))
+
+
 def check_mixed_sizes(task: tasks.Task) -> None:
   """A batch of mixed sizes (a training batch) packs as its examples encode, each row of its
   own size within its bound, and its rows differ."""
@@ -129,6 +139,7 @@ def check_family(name: str) -> None:
     check_encoding(task, size)
     check_sample_is_encoded_examples(task, size)
     check_seq_len_bound(task, size)
+  check_prefixes(task, sizes(task)[-1])
   check_mixed_sizes(task)
   check_same_seed_same_batch(task, sizes(task)[-1])
   check_bad_sizes_and_counts(task)
@@ -162,6 +173,12 @@ def test_sample_encodes_examples(name, size):
 @pytest.mark.parametrize("name,size", CASES)
 def test_sample_is_the_encoding_of_examples(name, size):
   check_sample_is_encoded_examples(tasks.get(name), size)
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_first_examples_do_not_depend_on_the_count(name):
+  task = tasks.get(name)
+  check_prefixes(task, sizes(task)[-1])
 
 
 @pytest.mark.parametrize("name", tasks.names())

@@ -23,6 +23,7 @@ import numpy as np
 PAD = 0
 SEP = 1
 NUM_SPECIAL = 2
+CHUNK = 64   # examples `Task.drawn` draws together, chunk c from the generator (seed, size, c)
 
 FeatureKind = Literal["structural", "execution"]
 
@@ -49,6 +50,12 @@ class Drawn:
 def lengths(tokens_BxT: np.ndarray) -> np.ndarray:
   """Tokens before the padding, per row."""
   return (tokens_BxT != PAD).sum(axis=1)
+
+
+def stacked(arrays: Sequence[np.ndarray]) -> np.ndarray:
+  """The arrays' rows one after the other, each array padded with 0 (PAD) to the widest."""
+  width = max(a.shape[1] for a in arrays)
+  return np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays])
 
 
 def padded(rows: Sequence[Sequence[float]], dtype: type = np.int32) -> np.ndarray:
@@ -102,11 +109,17 @@ class Task(abc.ABC):
       raise ValueError(f"task {self.name!r} needs integer sizes >= {self.min_size}, got {size}")
 
   def drawn(self, seed: int, size: int, count: int, features: bool = True) -> Drawn:
-    """`count` examples of one size, a pure function of (seed, size, count)."""
+    """`count` examples of one size, a pure function of (seed, size, count): drawn CHUNK at a
+    time, chunk c from the generator (seed, size, c), so the first k of any count are those of
+    count k."""
     self.check_size(size)
     if count <= 0:
       raise ValueError(f"count must be positive, got {count}")
-    return self.draw(np.random.default_rng([seed, size]), np.full(count, size), features)
+    parts = [self.draw(np.random.default_rng([seed, size, c]), np.full(CHUNK, size), features)
+             for c in range(-(-count // CHUNK))]
+    return Drawn(stacked([p.prompt_BxP for p in parts])[:count],
+                 stacked([p.answer_BxA for p in parts])[:count],
+                 {k: stacked([p.features[k] for p in parts])[:count] for k in parts[0].features})
 
   def examples(self, seed: int, size: int, count: int) -> list[Example]:
     """The rows of `drawn(seed, size, count)`, one `Example` each."""
