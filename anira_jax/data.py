@@ -8,6 +8,7 @@ import numpy as np
 from anira_jax import tasks
 
 TRAIN_KEYS = ("inputs", "targets", "loss_mask")
+CHUNK = 256   # rows of a training batch drawn together (see train_batch)
 
 
 def largest_size(lo: int, hi: int, step: int, curriculum_steps: int) -> int:
@@ -18,22 +19,31 @@ def largest_size(lo: int, hi: int, step: int, curriculum_steps: int) -> int:
   return lo + (hi - lo + 1) * step // curriculum_steps
 
 
-def train_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int) -> dict:
-  """The global training batch of `step`: sizes uniform from the smallest training size up to
-  `largest_size`, padded to the longest training size so one compiled step serves them all.
+def train_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int,
+                rows: slice = slice(None)) -> dict:
+  """Rows `rows` (default all) of the global training batch of `step`: sizes uniform from the
+  smallest training size up to `largest_size`, padded to the longest training size so one
+  compiled step serves them all. The sizes of the whole batch come from the step's generator;
+  the examples are drawn in chunks of CHUNK rows, chunk c from its own generator (step seed, c),
+  so the rows are made from the chunks that hold them alone and are the same whatever the slice.
   Resuming at `step` sees exactly the batch an uninterrupted run would."""
   lo, hi = cfg.task.train_sizes
+  for size in (lo, hi):
+    task.check_size(size)
   rng = np.random.default_rng([cfg.seed, step])
   top = largest_size(lo, hi, step, cfg.task.curriculum_steps)
   sizes = rng.integers(lo, top + 1, cfg.train.batch_size)
   step_seed = int(rng.integers(2**31))
-  examples = [None] * len(sizes)
-  for size in np.unique(sizes):
-    where = np.flatnonzero(sizes == size)
-    for i, ex in zip(where, task.examples(step_seed, int(size), len(where))):
-      examples[i] = ex
-  batch = task.encode(examples, task.seq_len(hi))
-  return {k: batch[k] for k in TRAIN_KEYS}
+  start, stop, stride = rows.indices(len(sizes))
+  if stride != 1 or start >= stop:
+    raise ValueError(f"rows must be a non-empty slice of consecutive rows of the batch of "
+                     f"{len(sizes)}, got {rows}")
+  chunks = range(start // CHUNK, (stop - 1) // CHUNK + 1)
+  parts = [task.pack(task.draw(np.random.default_rng([step_seed, c]),
+                               sizes[c * CHUNK:(c + 1) * CHUNK], features=False),
+                     task.seq_len(hi)) for c in chunks]
+  kept = slice(start - chunks[0] * CHUNK, stop - chunks[0] * CHUNK)
+  return {k: np.concatenate([part[k] for part in parts])[kept] for k in TRAIN_KEYS}
 
 
 def eval_sets(cfg: ml_collections.ConfigDict, task: tasks.Task) -> dict[int, dict]:

@@ -1,17 +1,18 @@
 """Training batches made ahead of the training loop by worker processes, read in step order.
 
-A batch is a pure function of (config, step) (`data.train_batch`), so workers share no state:
-worker i of n makes the batches of steps start + i, start + i + n, ..., and the loop reads them
-back in step order. The batches are therefore the same for any number of workers, and a resumed
-run, whose stream starts at the resumed step, sees those of an uninterrupted one.
+A batch is a pure function of (config, step) (`data.train_batch`, which makes only the rows asked
+for), so workers share no state: worker i of n makes the batches of steps start + i, start + i + n,
+..., and the loop reads them back in step order. The batches are therefore the same for any number
+of workers, and a resumed run, whose stream starts at the resumed step, sees those of an
+uninterrupted one.
 
-Workers are processes, not threads: the task generators are Python loops holding the GIL, so
-threads add no generation throughput (docs/design.md, "Batches made ahead"). Each is a fresh
-`python -m anira_jax.pipeline` that imports only the data code (not JAX, nor the caller's main
-module, as multiprocessing's spawn and forkserver would) and talks to the loop over a socket pair.
-Workers ignore SIGINT and SIGTERM (a stop signal sent to the whole process group is the training
-loop's to handle: it saves, then closes the workers) and end when the loop closes them or when
-their end of the socket closes: the loop's process exited or died.
+Workers are processes, not threads: the task generators are many small NumPy calls that hold the GIL
+most of the time, so threads add no generation throughput (docs/design.md, "Batches made ahead").
+Each is a fresh `python -m anira_jax.pipeline` that imports only the data code (not JAX, nor the
+caller's main module, as multiprocessing's spawn and forkserver would) and talks to the loop over a
+socket pair. Workers ignore SIGINT and SIGTERM (a stop signal sent to the whole process group is the
+training loop's to handle: it saves, then closes the workers) and end when the loop closes them or
+when their end of the socket closes: the loop's process exited or died.
 """
 import os
 import pickle
@@ -28,8 +29,8 @@ from anira_jax import data, tasks
 
 
 def local_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int, rows: slice) -> dict:
-  """The rows of the global batch of `step` that this process feeds."""
-  return {k: v[rows] for k, v in data.train_batch(cfg, task, step).items()}
+  """The rows of the global batch of `step` that this process feeds (made alone)."""
+  return data.train_batch(cfg, task, step, rows)
 
 
 def _worker(conn: Connection) -> None:

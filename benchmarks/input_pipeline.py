@@ -20,6 +20,7 @@ Prints one JSON line:
   so that a change in the machine's load moves both.
 - "loop_s", "step_s": those two medians; "loop_over_step_by_workers": the ratio with
   train.data_workers = each of --loop_workers; "load_average", "cpus": of the machine.
+With --rounds=0 only "results", "load_average" and "cpus" are measured and printed.
 """
 import contextlib
 import importlib.util
@@ -120,16 +121,19 @@ def main(argv: list[str]) -> None:
     for n in map(int, _LOOP_WORKERS.value):
       loop.setdefault(n, []).append(loop_step_s(n, _LOOP_STEPS.value))
     steps.append(step_bench.time_variant(family_config("sorting"), _STEP_STEPS.value)["step_s"])
-  workers = [{"task": name, "batch": max(batches), "kind": kind, "workers": n,
-              "examples_per_s": round(statistics.median(rates[(name, kind, n)]), 1)}
-             for name, kind, n in settings]
-  loop = {n: statistics.median(s) for n, s in loop.items()}
-  step_s = statistics.median(steps)
-  default = loop.get(0, next(iter(loop.values())))
-  out = {"results": results, "workers": workers, "loop_over_step": round(default / step_s, 3),
-         "loop_s": round(default, 5), "step_s": round(step_s, 5),
-         "loop_over_step_by_workers": {str(n): round(s / step_s, 3) for n, s in loop.items()},
-         "load_average": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+  out = {"results": results}
+  if _ROUNDS.value:
+    loop = {n: statistics.median(s) for n, s in loop.items()}
+    step_s = statistics.median(steps)
+    default = loop.get(0, next(iter(loop.values())))
+    out.update({
+        "workers": [{"task": name, "batch": max(batches), "kind": kind, "workers": n,
+                     "examples_per_s": round(statistics.median(rates[(name, kind, n)]), 1)}
+                    for name, kind, n in settings],
+        "loop_over_step": round(default / step_s, 3), "loop_s": round(default, 5),
+        "step_s": round(step_s, 5),
+        "loop_over_step_by_workers": {str(n): round(s / step_s, 3) for n, s in loop.items()}})
+  out.update({"load_average": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()})
   if not _JSON.value:
     for r in results:
       print(f"{r['task']:>9} batch {r['batch']:>5}: {r['examples_per_s']:>9.0f} examples/s",
@@ -145,5 +149,6 @@ if __name__ == "__main__":
   _LOOP_WORKERS = flags.DEFINE_list("loop_workers", ["0", "1", "2"],
                                     "train.data_workers of the loop runs (0 first: the default).")
   _STEP_STEPS = flags.DEFINE_integer("step_steps", 100, "Timed bare train steps.")
-  _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of the loop, bare-step and worker timings.")
+  _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds of the loop, bare-step and worker timings "
+                                 "(0: generation only).")
   cli.run(main)

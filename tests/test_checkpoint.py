@@ -68,10 +68,10 @@ def test_signal_at_step_20_then_rerun_equals_40(tmp_path, monkeypatch, uninterru
   reference, cfg40 = uninterrupted
   real_train_batch = data.train_batch
 
-  def train_batch(cfg, task, step):
+  def train_batch(cfg, task, step, rows=slice(None)):
     if step == 19:   # delivered while step 20 runs; the loop stops after it
       os.kill(os.getpid(), signal.SIGTERM)
-    return real_train_batch(cfg, task, step)
+    return real_train_batch(cfg, task, step, rows)
 
   monkeypatch.setattr(data, "train_batch", train_batch)
   handler = signal.getsignal(signal.SIGTERM)

@@ -4,7 +4,7 @@ import pytest
 
 from anira_jax import config as config_lib
 from anira_jax import data
-from anira_jax.tasks.base import PAD
+from anira_jax.tasks.base import CHUNK, PAD
 from conftest import tiny_config
 
 
@@ -27,6 +27,24 @@ def test_train_batch_is_pure_function_of_seed_and_step():
   _assert_batches_equal(_batch(0, 7, train__steps=5, model__k_max=2), later_first)
   assert not np.array_equal(_batch(0, 8)["inputs"], later_first["inputs"])
   assert not np.array_equal(_batch(1, 7)["inputs"], later_first["inputs"])
+
+
+def test_rows_are_made_alone_and_equal_the_global_batch_rows():
+  """Any slice of rows, made from the chunks that hold it alone, is those rows of the global
+  batch (so every number of hosts feeds the same batch); chunks are not copies of each other."""
+  cfg = tiny_config("anira_o", train__batch_size=2 * data.CHUNK + 88)
+  task = config_lib.validate(cfg)
+  whole = data.train_batch(cfg, task, 3)
+  assert whole["inputs"].shape[0] == cfg.train.batch_size
+  for rows in (slice(0, 300), slice(300, None), slice(data.CHUNK - 1, data.CHUNK + 1),
+               slice(2 * data.CHUNK, 2 * data.CHUNK + 88), slice(5, 6)):
+    _assert_batches_equal(data.train_batch(cfg, task, 3, rows),
+                          {k: v[rows] for k, v in whole.items()})
+  first, second = whole["inputs"][:data.CHUNK], whole["inputs"][data.CHUNK:2 * data.CHUNK]
+  assert (first != second).any(axis=1).mean() > 0.9
+  for bad in (slice(3, 3), slice(0, 10, 2)):
+    with pytest.raises(ValueError, match="non-empty slice of consecutive rows"):
+      data.train_batch(cfg, task, 3, bad)
 
 
 @pytest.mark.parametrize("sizes", [(2, 4), (3, 3), (1, 5)])
@@ -96,14 +114,14 @@ def test_eval_sets_independent_of_training_seed():
 
 
 def test_frozen_sets_equal_generated_ones_and_check_task_options(tmp_path):
-  """eval.data_dir reads the TFDS sets of `tasks build` (same seed: the same examples), and refuses
-  a dataset built for other task options."""
+  """eval.data_dir reads the TFDS sets of `tasks build` (same seed: the same examples, from a
+  build of more examples too), and refuses a dataset built for other task options."""
   from anira_jax.tasks import tfds_builder
   cfg = tiny_config("anira_o")
   task = config_lib.validate(cfg)
   options = dict(cfg.task.options)
-  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples, str(tmp_path / "same"),
-                     seed=cfg.eval.seed, options=options)
+  tfds_builder.build("sorting", cfg.task.eval_sizes, cfg.eval.examples + CHUNK,
+                     str(tmp_path / "same"), seed=cfg.eval.seed, options=options)
   generated = data.eval_sets(cfg, task)
   frozen_cfg = tiny_config("anira_o", eval__data_dir=str(tmp_path / "same"))
   frozen = data.eval_sets(frozen_cfg, config_lib.validate(frozen_cfg))

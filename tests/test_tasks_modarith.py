@@ -1,8 +1,12 @@
 """ModArith: values and features against a shunting-yard parse and a postfix stack machine."""
+import collections
 
+import numpy as np
 import pytest
 
 from anira_jax import tasks
+from anira_jax.tasks import modarith
+from test_tasks_base import mixed_examples
 
 SIZES = (1, 2, 3, 7, 20, 50)
 
@@ -50,23 +54,33 @@ def reference(problem: str, modulus: int) -> tuple[list[int], dict[str, list[int
   return answer, features
 
 
+def check_example(task: tasks.Task, size: int, ex: tasks.Example) -> None:
+  p, symbols = task.modulus, ex.problem.split(" ")
+  assert set(s for s in symbols if not s.isdigit()) <= set(task.ops + "()")
+  assert all(int(s) < p for s in symbols if s.isdigit())
+  answer, features = reference(ex.problem, p)
+  assert len(answer) == size
+  assert ex.answer == answer
+  assert ex.features == features
+  vocab = {str(v): 2 + v for v in range(p)} | {s: 2 + p + i for i, s in enumerate("+-*()")}
+  assert ex.prompt_tokens == [vocab[s] for s in symbols]
+  assert ex.answer_tokens == [2 + v for v in answer]
+
+
 @pytest.mark.parametrize("options", [{}, {"modulus": 13, "ops": "+*"}, {"modulus": 2, "ops": "-"}])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("size", SIZES)
 def test_answers_and_features_match_reference(size, seed, options):
   task = tasks.get("modarith", **options)
-  p = task.modulus
   for ex in task.examples(seed, size, 10):
-    symbols = ex.problem.split(" ")
-    assert set(s for s in symbols if not s.isdigit()) <= set(task.ops + "()")
-    assert all(int(s) < p for s in symbols if s.isdigit())
-    answer, features = reference(ex.problem, p)
-    assert len(answer) == size
-    assert ex.answer == answer
-    assert ex.features == features
-    vocab = {str(v): 2 + v for v in range(p)} | {s: 2 + p + i for i, s in enumerate("+-*()")}
-    assert ex.prompt_tokens == [vocab[s] for s in symbols]
-    assert ex.answer_tokens == [2 + v for v in answer]
+    check_example(task, size, ex)
+
+
+@pytest.mark.parametrize("options", [{}, {"modulus": 13, "ops": "+*"}, {"modulus": 2, "ops": "-"}])
+def test_mixed_sizes_match_reference(options):
+  task = tasks.get("modarith", **options)
+  for size, ex in mixed_examples(task, SIZES, 3, seed=0):
+    check_example(task, size, ex)
 
 
 def test_nesting_occurs_and_bound_is_tight():
@@ -76,3 +90,13 @@ def test_nesting_occurs_and_bound_is_tight():
   # A right chain 0-(0-(0-...)) reaches seq_len exactly: n + 1 numbers, n ops, n - 1 brackets.
   n = 5
   assert len("0 - ( 0 - ( 0 - ( 0 - ( 0 - 0 ) ) ) )".split()) + n == task.seq_len(n)
+
+
+def test_splits_operators_and_leaves_are_uniform():
+  trees = modarith.random_trees(np.random.default_rng(0), np.full(4000, 4), 5, "+-")
+  left_ops = np.bincount(trees.ops_BxT[:, 1], minlength=4) / 4000   # the root's left operand
+  np.testing.assert_allclose(left_ops, 0.25, atol=0.03)
+  symbols = collections.Counter(s for ex in tasks.get("modarith", modulus=5, ops="+-").examples(
+      0, 4, 1000) for s in ex.problem.split(" "))
+  np.testing.assert_allclose([symbols[s] / 4000 for s in "+-"], 0.5, atol=0.03)
+  np.testing.assert_allclose([symbols[str(v)] / 5000 for v in range(5)], 0.2, atol=0.02)

@@ -30,44 +30,29 @@ assigned a constant (the value of q). Features of the answer token:
   referenced (structural)   assignments whose right-hand side is q (0 for the last of a chain).
   hops (execution)          h: links followed from q to a constant (0 if q is assigned one).
 """
-import collections
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
-from anira_jax.tasks.base import NUM_SPECIAL, Example, Task
-
-Rhs = tuple[int, bool]              # (constant or variable, is_variable)
+from anira_jax.tasks.base import NUM_SPECIAL, PAD, Drawn, Task
 
 
-def random_chains(rng: np.random.Generator, n: int, num_vars: int,
-                  num_chains: int) -> list[list[int]]:
-  """min(num_chains, n) chains of distinct names, root first, lengths within one of each other."""
-  names = rng.choice(num_vars, n, replace=False).tolist()
-  count = min(num_chains, n)
-  return [names[k::count] for k in range(count)]
+def distinct(rng: np.random.Generator, rows: int, pool: int, width: int) -> np.ndarray:
+  """[rows, width]: per row, distinct values uniform from 0..pool-1, in uniformly random order
+  (so the first k of a row are k distinct values in random order, for every k <= width)."""
+  return rng.random((rows, pool)).argsort(axis=1)[:, :width]
 
 
-def program_of(chains: list[list[int]], constants: list[int]) -> dict[int, Rhs]:
-  """Right-hand side of every name: each chain's root its constant, the others their parent."""
-  program = {}
-  for names, constant in zip(chains, constants):
-    program[names[0]] = (constant, False)
-    program.update({child: (parent, True) for parent, child in zip(names, names[1:])})
-  return program
+def shuffled(rng: np.random.Generator, sizes_B: np.ndarray) -> np.ndarray:
+  """[B, max size]: per row, a uniformly random permutation of 0..size-1 first, then the rest."""
+  keys_BxN = rng.random((len(sizes_B), sizes_B.max()))
+  return np.where(np.arange(sizes_B.max()) < sizes_B[:, None], keys_BxN, 2.0).argsort(axis=1)
 
 
 def text(value: int, is_variable: bool) -> str | int:
   """A right-hand side as the problem writes it: "v<value>" for a variable, else the int."""
   return f"v{value}" if is_variable else value
-
-
-def chain(program: dict[int, Rhs], q: int) -> list[int]:
-  """x_0 = q, x_1, ..., x_h: right-hand sides followed up to the first constant-assigned one."""
-  path = [q]
-  while program[path[-1]][1]:
-    path.append(program[path[-1]][0])
-  return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +79,6 @@ class Chase(Task):
   def vocab_size(self) -> int:
     return NUM_SPECIAL + self.num_values + self.num_vars + 1
 
-  def token(self, value: int, is_variable: bool) -> int:
-    return NUM_SPECIAL + (self.num_values if is_variable else 0) + value
-
   def check_size(self, size: int) -> None:
     super().check_size(size)
     if size > self.num_vars:
@@ -112,28 +94,42 @@ class Chase(Task):
       return text(index - self.num_values, True)
     return "?"   # the query marker
 
-  def generate(self, rng: np.random.Generator, size: int) -> Example:
-    chains = random_chains(rng, size, self.num_vars, self.num_chains)
-    constants = rng.choice(self.num_values, len(chains), replace=False).tolist()
-    program = program_of(chains, constants)
-    names = list(program)
-    written = [names[i] for i in rng.permutation(size)]
-    return self.example(program, written, names[rng.integers(size)])
+  def problem(self, prompt_tokens: Sequence[int]) -> dict:
+    symbols = self.decode(prompt_tokens)
+    return {"assignments": [list(pair) for pair in zip(symbols[:-2:2], symbols[1:-2:2])],
+            "query": symbols[-1]}
 
-  def example(self, program: dict[int, Rhs], written: list[int], query: int) -> Example:
-    """The example for `program` with assignments in the order `written`, asking for `query`."""
-    path = chain(program, query)
-    value = program[path[-1]][0]
-    references = collections.Counter(v for v, is_variable in program.values() if is_variable)
-    prompt = []
-    for lhs in written:
-      prompt += [self.token(lhs, True), self.token(*program[lhs])]
-    prompt += [self.query_token, self.token(query, True)]
-    return Example(
-        problem={"assignments": [[text(lhs, True), text(*program[lhs])] for lhs in written],
-                 "query": text(query, True)},
-        answer=[value],
-        prompt_tokens=prompt,
-        answer_tokens=[self.token(value, False)],
-        features={"num_vars": [len(program)], "referenced": [references[query]],
-                  "hops": [len(path) - 1]})
+  def draw(self, rng: np.random.Generator, sizes_B: np.ndarray, features: bool) -> Drawn:
+    rows, width = len(sizes_B), sizes_B.max()
+    names_BxN = distinct(rng, rows, self.num_vars, width)
+    constants_BxC = distinct(rng, rows, self.num_values, min(self.num_chains, width))
+    return self.program(sizes_B, names_BxN, constants_BxC, shuffled(rng, sizes_B),
+                        rng.integers(0, sizes_B), features)
+
+  def program(self, sizes_B: np.ndarray, names_BxN: np.ndarray, constants_BxC: np.ndarray,
+              written_BxN: np.ndarray, query_B: np.ndarray, features: bool) -> Drawn:
+    """The examples whose names in dealing order are names_BxN[b, :size] (name i is in chain i
+    mod c, c = min(num_chains, size): the chain roots first, then every name after the one c
+    before it, which it is assigned), whose roots are assigned constants_BxC[b, :c], with the
+    assignment of name written_BxN[b, w] at place w of the prompt, asking for name query_B[b]."""
+    c_B = np.minimum(self.num_chains, sizes_B)
+    n_B1, c_B1 = sizes_B[:, None], c_B[:, None]
+    i_N = np.arange(names_BxN.shape[1])
+    real_BxN = i_N < n_B1
+    var_BxN = NUM_SPECIAL + self.num_values + names_BxN
+    before_BxN = np.take_along_axis(var_BxN, np.maximum(i_N - c_B1, 0), 1)
+    root_BxN = NUM_SPECIAL + np.take_along_axis(constants_BxC, np.minimum(i_N, c_B1 - 1), 1)
+    rhs_BxN = np.where(i_N < c_B1, root_BxN, before_BxN)
+    prompt_BxP = np.full((len(sizes_B), 2 * names_BxN.shape[1] + 2), PAD)
+    prompt_BxP[:, 0:-2:2] = np.where(real_BxN, np.take_along_axis(var_BxN, written_BxN, 1), PAD)
+    prompt_BxP[:, 1:-2:2] = np.where(real_BxN, np.take_along_axis(rhs_BxN, written_BxN, 1), PAD)
+    rows = np.arange(len(sizes_B))
+    prompt_BxP[rows, 2 * sizes_B] = self.query_token
+    prompt_BxP[rows, 2 * sizes_B + 1] = var_BxN[rows, query_B]
+    answer_Bx1 = NUM_SPECIAL + constants_BxC[rows, query_B % c_B][:, None]   # q's chain's
+    if not features:
+      return Drawn(prompt_BxP, answer_Bx1)
+    return Drawn(prompt_BxP, answer_Bx1, {
+        "num_vars": n_B1,
+        "referenced": (query_B + c_B < sizes_B)[:, None].astype(int),   # a name c later
+        "hops": (query_B // c_B)[:, None]})

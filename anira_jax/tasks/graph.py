@@ -25,10 +25,11 @@ Features of answer token t (0-based), the chosen node c:
   depth (execution)           edges on the longest path from any source to c (0 for sources).
 """
 import dataclasses
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from anira_jax.tasks.base import NUM_SPECIAL, Example, Task
+from anira_jax.tasks.base import NUM_SPECIAL, PAD, Drawn, Task
 
 
 def max_edges(n: int, max_in_degree: int) -> int:
@@ -36,53 +37,59 @@ def max_edges(n: int, max_in_degree: int) -> int:
   return sum(min(i, max_in_degree) for i in range(n))
 
 
-def random_dag(rng: np.random.Generator, n: int, edge_prob: float,
-               max_in_degree: int) -> list[tuple[int, int]]:
-  """Sorted edge list of a random DAG on nodes 0..n-1 (see the module docstring)."""
-  label = rng.permutation(n)
-  edges = []
-  for i in range(1, n):
-    parents = np.flatnonzero(rng.random(i) < edge_prob)
-    if len(parents) > max_in_degree:
-      parents = rng.choice(parents, max_in_degree, replace=False)
-    edges += [(int(label[j]), int(label[i])) for j in parents]
-  return sorted(edges)
+def random_dags(rng: np.random.Generator, sizes_B: np.ndarray, edge_prob: float,
+                max_in_degree: int) -> np.ndarray:
+  """edges_BxNxN[b, u, v]: whether row b's random DAG on nodes 0..sizes_B[b]-1 has the edge
+  u -> v (see the module docstring)."""
+  rows, width = len(sizes_B), int(sizes_B.max())
+  i_N = np.arange(width)
+  keys_BxN = np.where(i_N < sizes_B[:, None], rng.random((rows, width)), 2.0)
+  label_BxN = keys_BxN.argsort(axis=1)       # node id of each hidden position, padding last
+  # Hidden position i takes j < i as a parent if u[b, i, j] < edge_prob: the parents are then
+  # the smallest draws of the row, in uniformly random order, so keeping the max_in_degree
+  # smallest keeps a uniformly random subset of them.
+  may_BxNxN = (i_N < i_N[:, None]) & (i_N[:, None] < sizes_B[:, None, None])   # j < i < n
+  u_BxNxN = np.where(may_BxNxN, rng.random((rows, width, width)), 2.0)
+  rank_BxNxN = u_BxNxN.argsort(axis=2).argsort(axis=2)
+  parent_BxNxN = (u_BxNxN < edge_prob) & (rank_BxNxN < max_in_degree)
+  edges_BxNxN = np.zeros((rows, width, width), bool)
+  edges_BxNxN[np.arange(rows)[:, None, None], label_BxN[:, None, :],
+              label_BxN[:, :, None]] = parent_BxNxN
+  return edges_BxNxN
 
 
-def kahn(n: int, edges: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int]]:
-  """(order, frontier_size, newly_enabled), one entry per emitted node."""
-  successors = [[] for _ in range(n)]
-  in_degree = [0] * n
-  for u, v in edges:
-    successors[u].append(v)
-    in_degree[v] += 1
-  available = {v for v in range(n) if in_degree[v] == 0}
-  order, frontier, newly = [], [], []
-  enabled = len(available)
-  for _ in range(n):
-    chosen = min(available)
-    order.append(chosen)
-    frontier.append(len(available))
-    newly.append(enabled)
-    available.remove(chosen)
-    enabled = 0
-    for v in successors[chosen]:
-      in_degree[v] -= 1
-      if in_degree[v] == 0:
-        available.add(v)
-        enabled += 1
-  return order, frontier, newly
+class Kahn(NamedTuple):
+  """Kahn's algorithm on each row, one column per emitted node (past a row's size: 0)."""
+  order_BxN: np.ndarray      # the emitted node
+  frontier_BxN: np.ndarray   # frontier_size
+  newly_BxN: np.ndarray      # newly_enabled
+  depth_BxN: np.ndarray      # depth of the emitted node
 
 
-def longest_path_depth(order: list[int], edges: list[tuple[int, int]]) -> dict[int, int]:
-  """Edges on the longest source-to-v path for every v, given a topological order."""
-  parents = {v: [] for v in order}
-  for u, v in edges:
-    parents[v].append(u)
-  depth = {}
-  for v in order:
-    depth[v] = max((depth[u] + 1 for u in parents[v]), default=0)
-  return depth
+def kahn(edges_BxNxN: np.ndarray, sizes_B: np.ndarray) -> Kahn:
+  """Kahn's algorithm with smallest-index ties on every row at once."""
+  rows, width = edges_BxNxN.shape[:2]
+  rows_B = np.arange(rows)
+  waiting_BxN = edges_BxNxN.sum(axis=1)             # parents not yet emitted
+  done_BxN = np.arange(width) >= sizes_B[:, None]   # padding counts as emitted
+  depth_BxN = np.zeros((rows, width), int)
+  out = Kahn(*(np.zeros((rows, width), int) for _ in range(4)))
+  newly_B = ((waiting_BxN == 0) & ~done_BxN).sum(axis=1)
+  for t in range(width):
+    live_B = t < sizes_B
+    available_BxN = (waiting_BxN == 0) & ~done_BxN
+    chosen_B = available_BxN.argmax(axis=1)         # the smallest available id
+    children_BxN = edges_BxNxN[rows_B, chosen_B] & live_B[:, None]
+    out.order_BxN[:, t] = chosen_B * live_B
+    out.frontier_BxN[:, t] = available_BxN.sum(axis=1)
+    out.newly_BxN[:, t] = newly_B * live_B
+    out.depth_BxN[:, t] = depth_BxN[rows_B, chosen_B] * live_B
+    done_BxN[rows_B, chosen_B] |= live_B
+    waiting_BxN = waiting_BxN - children_BxN
+    newly_B = (children_BxN & (waiting_BxN == 0)).sum(axis=1)
+    through_B1 = depth_BxN[rows_B, chosen_B][:, None] + 1   # a child's depth via the chosen
+    depth_BxN = np.where(children_BxN, np.maximum(depth_BxN, through_B1), depth_BxN)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,31 +130,38 @@ class Graph(Task):
   def symbol(self, index: int) -> int | str:
     return index if index < self.max_nodes else "->"   # a node, or the edge marker
 
-  def generate(self, rng: np.random.Generator, size: int) -> Example:
-    n = size
-    edges = random_dag(rng, n, self.edge_prob, self.max_in_degree)
-    order, frontier, newly = kahn(n, edges)
-    depth = longest_path_depth(order, edges)
-    in_degree, out_degree = [0] * n, [0] * n
-    for u, v in edges:
-      out_degree[u] += 1
-      in_degree[v] += 1
-    hub = max(i + o for i, o in zip(in_degree, out_degree))
-    prompt = [NUM_SPECIAL + n - 1]
-    for u, v in edges:
-      prompt += [self.edge_token, NUM_SPECIAL + u, NUM_SPECIAL + v]
-    return Example(
-        problem={"num_nodes": n, "edges": [[u, v] for u, v in edges]},
-        answer=order,
-        prompt_tokens=prompt,
-        answer_tokens=[NUM_SPECIAL + v for v in order],
-        features={
-            "num_nodes": [n] * n,
-            "num_edges": [len(edges)] * n,
-            "in_degree": [in_degree[v] for v in order],
-            "out_degree": [out_degree[v] for v in order],
-            "max_degree": [hub] * n,
-            "frontier_size": frontier,
-            "newly_enabled": newly,
-            "depth": [depth[v] for v in order],
-        })
+  def problem(self, prompt_tokens: Sequence[int]) -> dict:
+    symbols = self.decode(prompt_tokens)
+    return {"num_nodes": symbols[0] + 1,
+            "edges": [list(edge) for edge in zip(symbols[2::3], symbols[3::3])]}
+
+  def draw(self, rng: np.random.Generator, sizes_B: np.ndarray, features: bool) -> Drawn:
+    edges_BxNxN = random_dags(rng, sizes_B, self.edge_prob, self.max_in_degree)
+    rows, width = edges_BxNxN.shape[:2]
+    flat_BxE = edges_BxNxN.reshape(rows, width * width)     # edges in sorted order
+    num_edges_B = flat_BxE.sum(axis=1)
+    prompt_BxP = np.full((rows, 1 + 3 * num_edges_B.max()), PAD)
+    prompt_BxP[:, 0] = NUM_SPECIAL + sizes_B - 1
+    b, e = np.nonzero(flat_BxE)
+    at = 1 + 3 * (np.cumsum(flat_BxE, axis=1)[b, e] - 1)    # where edge e of row b is written
+    prompt_BxP[b, at] = self.edge_token
+    prompt_BxP[b, at + 1] = NUM_SPECIAL + e // width
+    prompt_BxP[b, at + 2] = NUM_SPECIAL + e % width
+    run = kahn(edges_BxNxN, sizes_B)
+    real_BxN = np.arange(width) < sizes_B[:, None]
+    answer_BxN = np.where(real_BxN, NUM_SPECIAL + run.order_BxN, PAD)
+    if not features:
+      return Drawn(prompt_BxP, answer_BxN)
+    in_BxN, out_BxN = edges_BxNxN.sum(axis=1), edges_BxNxN.sum(axis=2)
+    per_token = {
+        "num_nodes": sizes_B[:, None],
+        "num_edges": num_edges_B[:, None],
+        "in_degree": np.take_along_axis(in_BxN, run.order_BxN, 1),
+        "out_degree": np.take_along_axis(out_BxN, run.order_BxN, 1),
+        "max_degree": (in_BxN + out_BxN).max(axis=1)[:, None],
+        "frontier_size": run.frontier_BxN,
+        "newly_enabled": run.newly_BxN,
+        "depth": run.depth_BxN,
+    }
+    return Drawn(prompt_BxP, answer_BxN,
+                 {k: np.where(real_BxN, v, 0) for k, v in per_token.items()})
