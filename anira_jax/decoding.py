@@ -236,12 +236,11 @@ def _iterate_rows(cfg: ml_collections.ConfigDict, params: model.Params, s: recur
   c = jax.vmap(lambda ctx, t: recurrence.block_offset(params, row_ctx(ctx), t),
                in_axes=(ctx_axes, 0))(ctx, s.t)
   c_Bx1xD = None if c is None else c.reshape(s.h_BxLxD.shape[:1] + c.shape[-2:])
-  x = s.h_BxLxD if c is None else s.h_BxLxD + c_Bx1xD   # as recurrence.offset_block
   frozen = (cache.depth_BxL, cache.frozen_k_BxHxLxDh, cache.frozen_v_BxHxLxDh)
-  h_new, (k, v) = cached_layer(cfg.model, _layer_at(cfg.model, params, s.t), x,
-                               position_B[:, None], s.t, cache.k_BxKxHxLxDh, cache.v_BxKxHxLxDh,
-                               frozen)
-  h_new = h_new if c is None else h_new - c_Bx1xD
+  h_new, (k, v) = recurrence.with_offset(
+      lambda x: cached_layer(cfg.model, _layer_at(cfg.model, params, s.t), x, position_B[:, None],
+                             s.t, cache.k_BxKxHxLxDh, cache.v_BxKxHxLxDh, frozen),
+      s.h_BxLxD, c_Bx1xD)
 
   def advance(ctx, s, h):
     s1 = jax.tree.map(lift, s._replace(t=None))._replace(t=s.t)

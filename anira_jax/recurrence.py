@@ -121,14 +121,19 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
                logits_BxLxK=at_t(s.logits_BxLxK, jnp.where(active_BxL, logits, 0.0)), t=s.t + 1)
 
 
+def with_offset(block: Callable[[jax.Array], tuple[jax.Array, T]], h_BxLxD: jax.Array,
+                c: jax.Array | None) -> tuple[jax.Array, T]:
+  """(h', aux) = block(h + c), with c taken off h' again so the state does not accumulate it."""
+  if c is None:
+    return block(h_BxLxD)
+  h_new, aux = block(h_BxLxD + c)
+  return h_new - c, aux
+
+
 def offset_block(block: Callable[[jax.Array], tuple[jax.Array, T]], params: model.Params,
                  ctx: Context, s: State) -> tuple[jax.Array, T]:
-  """(h', aux) = block(h + c_t), with c_t taken off h' again so the state does not accumulate it."""
-  c = block_offset(params, ctx, s.t)
-  if c is None:
-    return block(s.h_BxLxD)
-  h_new, aux = block(s.h_BxLxD + c)
-  return h_new - c, aux
+  """`with_offset` at iteration s.t: the block reads h + c_t."""
+  return with_offset(block, s.h_BxLxD, block_offset(params, ctx, s.t))
 
 
 def step(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context, s: State) -> State:
