@@ -67,7 +67,7 @@ def test_variant_description_is_what_the_model_does(name):
       recurrence.forward(cfg, params, batch["inputs"], "compact")
   # The halting logits: from the state after the iteration, from the prelude, or none at all.
   assert params["halt"]["kernel"].shape == (m.d_model, m.k_max if v.halting == "early" else 1)
-  h0 = model.prelude(m, params, model.embed(params, batch["inputs"]))
+  h0 = model.prelude(m, params, model.embed(m, params, batch["inputs"]))
   _, final = forward(cfg, params, batch["inputs"])
   source = {"online": lambda: model.halt_logits(params, model.block(m, params, h0, 0)),
             "early": lambda: model.halt_logits(params, h0),
@@ -161,7 +161,7 @@ def test_block_applies_layer_t(variant):
   params = random_params(cfg)
   h = jax.random.normal(jax.random.key(2), (2, 5, cfg.model.d_model))
   layer = model.Layer(cfg.model.d_model, cfg.model.num_heads, cfg.model.mlp_ratio,
-                      cfg.model.positions)
+                      cfg.model.positions, jnp.float32)
   outs = []
   for t in range(cfg.model.k_max):
     core = (jax.tree.map(lambda p, t=t: p[t], params["core"]) if variant == "transformer"
