@@ -124,8 +124,10 @@ def compute_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(cfg.dtype)
 
 
-def _layer(cfg: ml_collections.ConfigDict) -> Layer:
-  return Layer(cfg.d_model, cfg.num_heads, cfg.mlp_ratio, cfg.positions, compute_dtype(cfg))
+def _layer(cfg: ml_collections.ConfigDict, dtype: Any = None) -> Layer:
+  """The layer of the model config, computing in `dtype` (default: model.dtype)."""
+  return Layer(cfg.d_model, cfg.num_heads, cfg.mlp_ratio, cfg.positions,
+               dtype or compute_dtype(cfg))
 
 
 def _halt_outputs(cfg: ml_collections.ConfigDict) -> int:
@@ -138,7 +140,8 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
   unit a LayerNorm on its input."""
   k_embed, k_prelude, k_core, k_halt, k_norm, k_out = jax.random.split(rng, 6)
   h_1x1xD = jnp.zeros((1, 1, cfg.d_model))
-  init_layer = lambda k: _layer(cfg).init(k, h_1x1xD)["params"]
+  # float32 parameters whatever model.dtype, initialised as such: the same for both dtypes.
+  init_layer = lambda k: _layer(cfg, jnp.float32).init(k, h_1x1xD)["params"]
   stacked = variant(cfg).stacked
   core = jax.vmap(init_layer)(jax.random.split(k_core, cfg.k_max if stacked else 1))
   if not stacked:
