@@ -86,8 +86,9 @@ def readout_exit(cfg: ml_collections.ConfigDict, params: model.Params, h_prev_Bx
   """halting.exit_rule="readout": whether the readout after iteration t is confident (top
   probability >= exit_confidence) or, for t >= 1, stable (KL from the readout after t - 1 below
   exit_stability). Not differentiated: the exits are trained by their cross-entropy."""
-  logp_BxLxV = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_BxLxD)))
-  logp_prev = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_prev_BxLxD)))
+  log_softmax = lambda h: jax.nn.log_softmax(model.readout(cfg.model, params,
+                                                            jax.lax.stop_gradient(h)))
+  logp_BxLxV, logp_prev = log_softmax(h_BxLxD), log_softmax(h_prev_BxLxD)
   kl_BxL = jnp.sum(jnp.exp(logp_BxLxV) * (logp_BxLxV - logp_prev), axis=-1)
   confident = jnp.max(logp_BxLxV, axis=-1) >= jnp.log(cfg.halting.exit_confidence)
   return confident | ((t > 0) & (kl_BxL < cfg.halting.exit_stability))
@@ -275,7 +276,8 @@ def forward_exits(cfg: ml_collections.ConfigDict, params: model.Params, tokens_B
                   ) -> tuple[jax.Array, jax.Array, State]:
   """The training forward pass (scan) with every exit: (logits [B, L, V], exit logits
   [K, B, L, V], final state)."""
-  ctx, s0 = start(cfg, params, model.embed(cfg.model, params, tokens_BxL), tokens_BxL != PAD, None)
+  x_BxLxD = model.embed(cfg.model, params, tokens_BxL)
+  ctx, s0 = start(cfg, params, x_BxLxD, tokens_BxL != PAD, None)
   final, h_KxBxLxD = scan_states(cfg, params, ctx, s0)
   return (output_logits(cfg, params, final.out_BxLxO), exit_outputs(cfg, params, final, h_KxBxLxD),
           final)
@@ -285,5 +287,5 @@ def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: ja
             mode: str = "scan", halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
   """The whole model on token ids; mode "scan" (training), "while" or "compact" (inference);
   `halt_at` = k: every token halts at iteration k."""
-  return forward_embedded(cfg, params, model.embed(cfg.model, params, tokens_BxL), tokens_BxL != PAD, mode,
-                          halt_at)
+  return forward_embedded(cfg, params, model.embed(cfg.model, params, tokens_BxL),
+                          tokens_BxL != PAD, mode, halt_at)
