@@ -74,18 +74,15 @@ def test_scan_equals_while_random_params(variant, bias, threshold, output, tempe
   _check_scan_equals_while(cfg, params, _inputs(cfg), use_jit, early)
 
 
-BFLOAT16_CASES = [RANDOM_CASES[1], RANDOM_CASES[3]]   # both halting sources, both output rules
-
-
-@pytest.mark.parametrize("variant,bias,threshold,output,temperature,early", BFLOAT16_CASES,
-                         ids=[f"{c[0]}-{c[3]}" for c in BFLOAT16_CASES])
-def test_scan_equals_while_in_bfloat16(variant, bias, threshold, output, temperature, early):
+def test_scan_equals_while_in_bfloat16():
   """model.dtype=bfloat16 changes the numbers, not the exactness: both drivers run the same
-  bfloat16 matmuls on the same float32 state, and halted tokens stay frozen."""
+  bfloat16 matmuls on the same float32 state, and halted tokens stay frozen (online halting, and
+  the readout inside the loop: halting.output="distribution")."""
+  variant, bias, threshold, output, temperature, early = RANDOM_CASES[1]
   cfg = tiny_config(variant, model__dtype="bfloat16", halting__threshold=threshold,
                     halting__output=output, halting__temperature=temperature)
-  params = random_params(cfg, seed=1, halt_bias=bias)
-  _check_scan_equals_while(cfg, params, _inputs(cfg), True, early)
+  _check_scan_equals_while(cfg, random_params(cfg, seed=1, halt_bias=bias), _inputs(cfg), True,
+                           early)
 
 
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
