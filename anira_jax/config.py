@@ -10,6 +10,7 @@ from anira_jax.model import VARIANTS
 PARALLEL_MODES = ("shard_map", "pmap")
 DISTRIBUTED = ("off", "auto", "explicit")
 POSITIONS = ("rope", "none")
+DTYPES = ("float32", "bfloat16")
 OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
 SUPERVISIONS = ("penalty", "correctness")
@@ -92,6 +93,9 @@ def default(task: str, variant: str) -> ml_collections.ConfigDict:
   c.model.k_max = 8                 # iterations of the core (layers, for "transformer")
   c.model.max_len = 64
   c.model.positions = "rope"
+  # Compute dtype of activations and matmuls: "bfloat16" on GPU/TPU; parameters, the recurrent
+  # state, halting decisions, softmaxes and losses stay float32 (docs/design.md, "Compute dtype").
+  c.model.dtype = "float32"
   c.model.remat = "dots"            # backward pass: recompute all but matmuls ("none", "full")
   c.model.input_injection = False   # the block reads state + prelude output at every iteration
   c.model.iteration_embedding = False  # ... + a learned vector per iteration (UT timestep signal)
@@ -180,6 +184,7 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   _check(m.remat in recurrence.REMAT,
          f"model.remat must be one of {', '.join(recurrence.REMAT)}, got {m.remat!r}")
   _check(m.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}")
+  _check(m.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
   _check(h.penalty in halting.PENALTIES,
          f"unknown halting.penalty {h.penalty!r}; valid (registered in anira_jax/halting.py): "
          f"{', '.join(halting.PENALTIES)}")

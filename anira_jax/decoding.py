@@ -66,8 +66,9 @@ class Rows(NamedTuple):
 
 
 def init_cache(cfg: ml_collections.ConfigDict, batch: int, length: int) -> Cache:
+  """An empty cache; keys and values in the compute dtype, as the layers project them."""
   shape = (cfg.num_heads, length, cfg.d_model // cfg.num_heads)
-  zeros = lambda *n: jnp.zeros((batch, *n) + shape)
+  zeros = lambda *n: jnp.zeros((batch, *n) + shape, model.compute_dtype(cfg))
   return Cache(zeros(cfg.k_max), zeros(cfg.k_max), zeros(), zeros(),
                jnp.full((batch, length), cfg.k_max), zeros(cfg.prelude_layers),
                zeros(cfg.prelude_layers))
@@ -122,7 +123,7 @@ def _prelude(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: j
              rows_B: jax.Array | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Embedding and prelude of new tokens (of the cache rows `rows_B`, as in `cached_layer`):
   (output, the prelude's caches with their keys and values)."""
-  x = model.embed(params, tokens_BxT)
+  x = model.embed(cfg.model, params, tokens_BxT)
   for i, layer in enumerate(params["prelude"]):
     x, (k_BxPxHxLxDh, v_BxPxHxLxDh) = cached_layer(cfg.model, layer, x, positions_BxT, i,
                                                    k_BxPxHxLxDh, v_BxPxHxLxDh, rows_B=rows_B)
@@ -190,10 +191,9 @@ def run_tokens(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT:
   the frozen keys and values for the later iterations."""
   h0, prelude_kv = _prelude(cfg, params, tokens_BxT, positions_BxT, *cache[5:])
   cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
-  ctx = recurrence.context(cfg, params, h0, halt_at)
+  ctx, s = recurrence.begin(cfg, params, h0, valid_BxT, halt_at)
   s, cache = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL),
-                                lambda c: iterate(cfg, params, ctx, positions_BxT, *c),
-                                (recurrence.initial_state(cfg, params, h0, valid_BxT), cache))
+                                lambda c: iterate(cfg, params, ctx, positions_BxT, *c), (s, cache))
   cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, positions_BxT, s.depth_BxL, cache)
   return recurrence.output_logits(cfg, params, s.out_BxLxO), s, cache
 
@@ -278,9 +278,9 @@ def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, p
     position_C = position_C + 1
     h0, prelude_kv = _prelude(cfg, params, tokens_Cx1, position_C[:, None], *cache[5:], idx_C)
     cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
-    fresh = recurrence.initial_state(cfg, params, h0, jnp.ones(h0.shape[:2], bool))
+    ctx_C, fresh = recurrence.begin(cfg, params, h0, jnp.ones(h0.shape[:2], bool),
+                                    rows.ctx.halt_at)
     fresh = fresh._replace(t=jnp.zeros_like(position_C))
-    ctx_C = recurrence.context(cfg, params, h0, rows.ctx.halt_at)
     s, ctx2, position_B = put((rows.s, rows.ctx[:2], rows.position_B), idx_C,
                               (fresh, ctx_C[:2], position_C))
     return rows._replace(s=s, ctx=recurrence.Context(*ctx2, rows.ctx.halt_at), cache=cache,
@@ -311,10 +311,10 @@ def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, leng
 
   # Every row starts halted (depth 0: nothing to store) at its last prompt position, so the first
   # step starts its next token.
-  h0 = jnp.zeros((B, 1, cfg.model.d_model))
-  s = recurrence.initial_state(cfg, params, h0, jnp.zeros((B, 1), bool))
-  rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), recurrence.context(cfg, params, h0, halt_at),
-              cache, lengths_B - 1, jnp.ones((B,), jnp.int32), out, jnp.zeros((), jnp.int32))
+  ctx, s = recurrence.begin(cfg, params, jnp.zeros((B, 1, cfg.model.d_model)),
+                            jnp.zeros((B, 1), bool), halt_at)
+  rows = Rows(s._replace(t=jnp.zeros((B,), jnp.int32)), ctx, cache, lengths_B - 1,
+              jnp.ones((B,), jnp.int32), out, jnp.zeros((), jnp.int32))
   rows = jax.lax.while_loop(lambda r: jnp.any(r.count_B < M), body, rows)
   return rows.out, rows.steps
 

@@ -12,6 +12,11 @@ params = {"embed", "prelude": [layer, ...], "core": layer | layers stacked on ax
           "halt": dense (early halting: D -> K_max, otherwise D -> 1), with "norm" when its input
                   is normalised (halting.input_norm),
           "iteration": [K_max, D] (model.iteration_embedding only), "readout": {"norm", "out"}}
+
+Compute dtype (`model.dtype`): the embedding, the layers' norms, matmuls and activations and the
+readout matmul run in it, their float32 parameters cast at use (flax's `dtype` beside
+`param_dtype`); the halting unit and the readout's logits are float32 whatever it is, and so is
+the recurrent state (recurrence.STATE_DTYPE; docs/design.md, "Compute dtype").
 """
 import dataclasses
 from typing import Any, Literal
@@ -61,7 +66,8 @@ def rope(x_NxHxK: jax.Array, positions_N: jax.Array, base: float = 10_000.0) -> 
                 * jnp.expand_dims(freqs_K, tuple(range(positions_N.ndim))))
   sin, cos = jnp.sin(angles_NxK)[..., None, :], jnp.cos(angles_NxK)[..., None, :]
   x1, x2 = x_NxHxK[..., :half], x_NxHxK[..., half:]
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return rotated.astype(x_NxHxK.dtype)   # angles in float32, the result in the input's dtype
 
 
 def attend(q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array,
@@ -75,20 +81,23 @@ def attend(q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array,
 class Layer(nn.Module):
   """Pre-LN causal Transformer layer, in two halves around `attend` so that a caller can run them
   on different sets of tokens (compaction.py): `project` (norm, q/k/v, rotary) and `update`
-  (attention output projection, MLP, both residual). Tokens are on any leading axes N."""
+  (attention output projection, MLP, both residual). Tokens are on any leading axes N. Norms,
+  matmuls and activations run in `dtype`; a residual sum keeps the input's dtype when it is the
+  wider (a float32 state stays float32)."""
   d_model: int
   num_heads: int
   mlp_ratio: int
   positions: str  # "rope" | "none"
+  dtype: Any      # compute dtype (model.dtype)
 
   def setup(self):
-    H, D = self.num_heads, self.d_model
-    self.attn_norm = nn.LayerNorm()
-    self.qkv = nn.DenseGeneral((3, H, D // H))
-    self.attn_out = nn.DenseGeneral(D, axis=(-2, -1))
-    self.mlp_norm = nn.LayerNorm()
-    self.mlp_in = nn.Dense(self.mlp_ratio * D)
-    self.mlp_out = nn.Dense(D)
+    H, D, dtype = self.num_heads, self.d_model, self.dtype
+    self.attn_norm = nn.LayerNorm(dtype=dtype)
+    self.qkv = nn.DenseGeneral((3, H, D // H), dtype=dtype)
+    self.attn_out = nn.DenseGeneral(D, axis=(-2, -1), dtype=dtype)
+    self.mlp_norm = nn.LayerNorm(dtype=dtype)
+    self.mlp_in = nn.Dense(self.mlp_ratio * D, dtype=dtype)
+    self.mlp_out = nn.Dense(D, dtype=dtype)
 
   def project(self, h_NxD: jax.Array,
               positions_N: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -110,8 +119,15 @@ class Layer(nn.Module):
     return self.finish(h_BxLxD, attend(q, k, v, positions_BxL))
 
 
-def _layer(cfg: ml_collections.ConfigDict) -> Layer:
-  return Layer(cfg.d_model, cfg.num_heads, cfg.mlp_ratio, cfg.positions)
+def compute_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
+  """The dtype of activations and matmuls of the model config `cfg` (model.dtype)."""
+  return jnp.dtype(cfg.dtype)
+
+
+def _layer(cfg: ml_collections.ConfigDict, dtype: Any = None) -> Layer:
+  """The layer of the model config, computing in `dtype` (default: model.dtype)."""
+  return Layer(cfg.d_model, cfg.num_heads, cfg.mlp_ratio, cfg.positions,
+               dtype or compute_dtype(cfg))
 
 
 def _halt_outputs(cfg: ml_collections.ConfigDict) -> int:
@@ -124,7 +140,8 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
   unit a LayerNorm on its input."""
   k_embed, k_prelude, k_core, k_halt, k_norm, k_out = jax.random.split(rng, 6)
   h_1x1xD = jnp.zeros((1, 1, cfg.d_model))
-  init_layer = lambda k: _layer(cfg).init(k, h_1x1xD)["params"]
+  # float32 parameters whatever model.dtype, initialised as such: the same for both dtypes.
+  init_layer = lambda k: _layer(cfg, jnp.float32).init(k, h_1x1xD)["params"]
   stacked = variant(cfg).stacked
   core = jax.vmap(init_layer)(jax.random.split(k_core, cfg.k_max if stacked else 1))
   if not stacked:
@@ -145,9 +162,11 @@ def init_params(cfg: ml_collections.ConfigDict, vocab_size: int, rng: jax.Array,
   return params
 
 
-def embed(params: Params, tokens_BxL: jax.Array) -> jax.Array:
+def embed(cfg: ml_collections.ConfigDict, params: Params, tokens_BxL: jax.Array) -> jax.Array:
+  """Token embeddings [B, L, D] in the compute dtype."""
   vocab, d_model = params["embed"]["embedding"].shape
-  return nn.Embed(vocab, d_model).apply({"params": params["embed"]}, tokens_BxL)
+  return nn.Embed(vocab, d_model, dtype=compute_dtype(cfg)).apply({"params": params["embed"]},
+                                                                    tokens_BxL)
 
 
 def prelude(cfg: ml_collections.ConfigDict, params: Params, x_BxLxD: jax.Array) -> jax.Array:
@@ -179,18 +198,22 @@ def finish(cfg: ml_collections.ConfigDict, layer: Params, h_NxD: jax.Array,
 
 def halt_logits(params: Params, h_BxLxD: jax.Array) -> jax.Array:
   """Halting logits: [B, L, 1] from a state (online) or [B, L, K_max] from the prelude (early),
-  through a LayerNorm first when the unit has one."""
+  through a LayerNorm first when the unit has one; float32 whatever model.dtype."""
   unit = params["halt"]
   if "norm" in unit:
-    h_BxLxD = nn.LayerNorm().apply({"params": unit["norm"]}, h_BxLxD)
+    h_BxLxD = nn.LayerNorm(dtype=jnp.float32).apply({"params": unit["norm"]}, h_BxLxD)
   dense = {"kernel": unit["kernel"], "bias": unit["bias"]}
-  return nn.Dense(dense["kernel"].shape[-1]).apply({"params": dense}, h_BxLxD)
+  return nn.Dense(dense["kernel"].shape[-1], dtype=jnp.float32).apply({"params": dense}, h_BxLxD)
 
 
 def vocab_size(params: Params) -> int:
   return params["readout"]["out"]["kernel"].shape[-1]
 
 
-def readout(params: Params, h_BxLxD: jax.Array) -> jax.Array:
-  x = nn.LayerNorm().apply({"params": params["readout"]["norm"]}, h_BxLxD)
-  return nn.Dense(vocab_size(params)).apply({"params": params["readout"]["out"]}, x)
+def readout(cfg: ml_collections.ConfigDict, params: Params, h_BxLxD: jax.Array) -> jax.Array:
+  """Logits [B, L, V]: norm and matmul in the compute dtype, the logits float32 (so is every
+  softmax of them, and every loss)."""
+  dtype = compute_dtype(cfg)
+  x = nn.LayerNorm(dtype=dtype).apply({"params": params["readout"]["norm"]}, h_BxLxD)
+  logits = nn.Dense(vocab_size(params), dtype=dtype).apply({"params": params["readout"]["out"]}, x)
+  return logits.astype(jnp.float32)

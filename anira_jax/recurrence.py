@@ -10,6 +10,10 @@ a token halts leave all of its entries bitwise unchanged, so both drivers return
 The block reads the state plus an optional offset that is not carried in it: the prelude output
 (input injection, `model.input_injection`) and a learned vector per iteration
 (`model.iteration_embedding`): h <- layer(h + c_t) - c_t.
+
+The state and everything the halting rule computes are STATE_DTYPE (float32) whatever the compute
+dtype `model.dtype`: the block casts the state to that dtype for its matmuls and adds its results
+back to the float32 state (docs/design.md, "Compute dtype").
 """
 from typing import Callable, NamedTuple, TypeVar
 
@@ -22,6 +26,10 @@ from anira_jax import compaction, halting, model
 from anira_jax.tasks.base import PAD
 
 T = TypeVar("T")
+# The dtype of the carried state h and the output mixture: float32 with any compute dtype, since
+# a bfloat16 state would round every iteration's residual update and feed the rounding to the
+# halting unit (docs/design.md, "Compute dtype").
+STATE_DTYPE = jnp.float32
 
 
 class State(NamedTuple):
@@ -78,8 +86,9 @@ def readout_exit(cfg: ml_collections.ConfigDict, params: model.Params, h_prev_Bx
   """halting.exit_rule="readout": whether the readout after iteration t is confident (top
   probability >= exit_confidence) or, for t >= 1, stable (KL from the readout after t - 1 below
   exit_stability). Not differentiated: the exits are trained by their cross-entropy."""
-  logp_BxLxV = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_BxLxD)))
-  logp_prev = jax.nn.log_softmax(model.readout(params, jax.lax.stop_gradient(h_prev_BxLxD)))
+  log_softmax = lambda h: jax.nn.log_softmax(model.readout(cfg.model, params,
+                                                            jax.lax.stop_gradient(h)))
+  logp_BxLxV, logp_prev = log_softmax(h_BxLxD), log_softmax(h_prev_BxLxD)
   kl_BxL = jnp.sum(jnp.exp(logp_BxLxV) * (logp_BxLxV - logp_prev), axis=-1)
   confident = jnp.max(logp_BxLxV, axis=-1) >= jnp.log(cfg.halting.exit_confidence)
   return confident | ((t > 0) & (kl_BxL < cfg.halting.exit_stability))
@@ -110,7 +119,8 @@ def advance(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
     lam = jax.lax.stop_gradient(lam)
   forced_now = None if ctx.halt_at is None else s.t + 1 >= ctx.halt_at
   u = halting.act(lam, s.survival_BxL, s.halted_BxL, cfg.halting.threshold, forced_now)
-  contribution = h if cfg.halting.output == "state" else jax.nn.softmax(model.readout(params, h))
+  contribution = (h if cfg.halting.output == "state"
+                  else jax.nn.softmax(model.readout(cfg.model, params, h)))
   out = jnp.where(active_BxL[..., None], s.out_BxLxO + u.weight_BxL[..., None] * contribution,
                   s.out_BxLxO)
   at_t = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, s.t, axis=-1)
@@ -214,13 +224,20 @@ def initial_state(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxLxD
   return init_state(h0_BxLxD, valid_BxL, cfg.model.k_max, out_dim)
 
 
+def begin(cfg: ml_collections.ConfigDict, params: model.Params, h0_BxLxD: jax.Array,
+          valid_BxL: jax.Array, halt_at: jax.Array | None) -> tuple[Context, State]:
+  """What every iteration reads, and the state before the first, from the prelude output h0
+  (in the compute dtype; STATE_DTYPE from here on)."""
+  h0_BxLxD = h0_BxLxD.astype(STATE_DTYPE)
+  return context(cfg, params, h0_BxLxD, halt_at), initial_state(cfg, params, h0_BxLxD, valid_BxL)
+
+
 def start(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
           valid_BxL: jax.Array, halt_at: jax.Array | None) -> tuple[Context, State]:
-  """The prelude on embedded tokens: what every iteration reads, and the state before the first."""
+  """The prelude on embedded tokens, then `begin`."""
   chex.assert_rank(x_BxLxD, 3)
   chex.assert_shape(valid_BxL, x_BxLxD.shape[:2])
-  h0 = model.prelude(cfg.model, params, x_BxLxD)
-  return context(cfg, params, h0, halt_at), initial_state(cfg, params, h0, valid_BxL)
+  return begin(cfg, params, model.prelude(cfg.model, params, x_BxLxD), valid_BxL, halt_at)
 
 
 def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
@@ -229,7 +246,7 @@ def output_logits(cfg: ml_collections.ConfigDict, params: model.Params,
   distributions."""
   if cfg.halting.output == "distribution":
     return jnp.log(jnp.maximum(out_NxO, TINY))
-  return model.readout(params, out_NxO)
+  return model.readout(cfg.model, params, out_NxO)
 
 
 def forward_embedded(cfg: ml_collections.ConfigDict, params: model.Params, x_BxLxD: jax.Array,
@@ -249,7 +266,7 @@ def exit_outputs(cfg: ml_collections.ConfigDict, params: model.Params, final: St
   what they did. From t = depth - 1 on, every exit is the token's own output."""
   w_KxBxLx1 = jnp.moveaxis(final.weights_BxLxK, -1, 0)[..., None]
   c_KxBxLxO = (h_KxBxLxD if cfg.halting.output == "state"
-               else jax.nn.softmax(model.readout(params, h_KxBxLxD)))
+               else jax.nn.softmax(model.readout(cfg.model, params, h_KxBxLxD)))
   before = lambda x: jnp.cumsum(x, axis=0) - x     # sum over s < t
   exits = before(w_KxBxLx1 * c_KxBxLxO) + (1.0 - before(w_KxBxLx1)) * c_KxBxLxO
   return output_logits(cfg, params, exits)
@@ -259,7 +276,8 @@ def forward_exits(cfg: ml_collections.ConfigDict, params: model.Params, tokens_B
                   ) -> tuple[jax.Array, jax.Array, State]:
   """The training forward pass (scan) with every exit: (logits [B, L, V], exit logits
   [K, B, L, V], final state)."""
-  ctx, s0 = start(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, None)
+  x_BxLxD = model.embed(cfg.model, params, tokens_BxL)
+  ctx, s0 = start(cfg, params, x_BxLxD, tokens_BxL != PAD, None)
   final, h_KxBxLxD = scan_states(cfg, params, ctx, s0)
   return (output_logits(cfg, params, final.out_BxLxO), exit_outputs(cfg, params, final, h_KxBxLxD),
           final)
@@ -269,5 +287,5 @@ def forward(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxL: ja
             mode: str = "scan", halt_at: jax.Array | None = None) -> tuple[jax.Array, State]:
   """The whole model on token ids; mode "scan" (training), "while" or "compact" (inference);
   `halt_at` = k: every token halts at iteration k."""
-  return forward_embedded(cfg, params, model.embed(params, tokens_BxL), tokens_BxL != PAD, mode,
-                          halt_at)
+  return forward_embedded(cfg, params, model.embed(cfg.model, params, tokens_BxL),
+                          tokens_BxL != PAD, mode, halt_at)

@@ -1,9 +1,9 @@
 """Train-step throughput, compile time and peak memory for a config and its variants.
 
 python benchmarks/train_step.py --json [--config=configs/sorting.py] [--variants=anira_o,fixed]
-          [--steps=100] [--config.model.d_model=128 ...]
+          [--steps=100] [--config.model.d_model=128 ...] [--config.model.dtype=bfloat16]
 
-Prints one JSON line: {"results": [{"variant", "d_model", "batch", "seq_len", "compile_s",
+Prints one JSON line: {"results": [{"variant", "d_model", "dtype", "batch", "seq_len", "compile_s",
 "step_s" (median), "tokens_per_s", "peak_rss_mb"}, ...]}. Each variant runs in its own process so
 peak memory is its own.
 
@@ -21,10 +21,11 @@ has halted), it alternates the two frameworks over --rounds rounds of --steps/--
 steps each, after warm-up, and reports medians. torch runs on torch.set_num_threads(N) threads,
 N = os.cpu_count() unless --torch_threads is given (on a machine shared with other jobs, OpenMP
 threads spin-waiting for a busy core can make torch several times slower with 2 threads than
-with 1). Prints one JSON line: {"results": [{"d_model", "batch", "phase": "train"|"infer",
+with 1). The twin is float32: model.dtype must be too. Prints one JSON line: {"results": [{"d_model", "batch", "phase": "train"|"infer",
 "jax_s", "torch_s", "speed_ratio" (torch_s / jax_s), "jax_compile_s", "faithful", ...}, ...]}.
 Without torch it prints how to install it and exits 0.
 """
+import importlib.util
 import json
 import math
 import os
@@ -72,8 +73,9 @@ def time_variant(cfg, steps: int) -> dict:
     times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
   B, L = batches[0]["inputs"].shape
-  return {"variant": cfg.model.variant, "d_model": cfg.model.d_model, "batch": B, "seq_len": L,
-          "k_max": cfg.model.k_max, "compile_s": round(compile_s, 3), "step_s": round(step_s, 5),
+  return {"variant": cfg.model.variant, "d_model": cfg.model.d_model, "dtype": cfg.model.dtype,
+          "batch": B, "seq_len": L, "k_max": cfg.model.k_max, "compile_s": round(compile_s, 3),
+          "step_s": round(step_s, 5),
           "tokens_per_s": round(B * L / step_s, 1),
           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -213,11 +215,11 @@ def _run_compare(passthrough: list[str]) -> None:
 def main(argv: list[str]) -> None:
   del argv
   if _COMPARE.value:
-    try:
-      import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
       print(INSTALL_TORCH)
       return
+    if _CONFIG.value.model.dtype != "float32":
+      cli.fail("--compare-torch compares with a float32 twin; drop --config.model.dtype")
     if _CHILD.value:
       print(json.dumps({"rows": compare_torch(_CONFIG.value, _STEPS.value, _ROUNDS.value,
                                                    _TORCH_THREADS.value)}))

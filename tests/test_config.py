@@ -49,6 +49,7 @@ BAD = [
     ("model.prelude_layers", -1, "model.prelude_layers >= 0"),
     ("model.remat", "some", "model.remat must be one of none, full, dots, got 'some'"),
     ("model.positions", "learned", "model.positions must be one of rope, none"),
+    ("model.dtype", "float16", "model.dtype must be one of float32, bfloat16, got 'float16'"),
     ("halting.penalty", "l2", "unknown halting.penalty 'l2'"),
     ("halting.output", "logits", "halting.output must be one of state, distribution"),
     ("halting.supervision", "oracle",

@@ -1,6 +1,7 @@
-"""model.py: the variant descriptions, parameter layout per variant, rotary embeddings, and the
-core layer indexing."""
+"""model.py: the variant descriptions, parameter layout per variant, rotary embeddings, the
+core layer indexing, and what runs in the compute dtype (model.dtype)."""
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_variant_description_is_what_the_model_does(name):
       recurrence.forward(cfg, params, batch["inputs"], "compact")
   # The halting logits: from the state after the iteration, from the prelude, or none at all.
   assert params["halt"]["kernel"].shape == (m.d_model, m.k_max if v.halting == "early" else 1)
-  h0 = model.prelude(m, params, model.embed(params, batch["inputs"]))
+  h0 = model.prelude(m, params, model.embed(m, params, batch["inputs"]))
   _, final = forward(cfg, params, batch["inputs"])
   source = {"online": lambda: model.halt_logits(params, model.block(m, params, h0, 0)),
             "early": lambda: model.halt_logits(params, h0),
@@ -86,6 +87,48 @@ def test_variant_description_is_what_the_model_does(name):
   np.testing.assert_array_equal(depth[valid], 1 if v.adaptive else m.k_max)
   _, metrics = losses.objective(cfg, params, batch, jnp.asarray(0))
   assert (float(metrics["mean"]["penalty"]) > 0) == v.adaptive
+
+
+def _dot_operand_dtypes(jaxpr: jax_core.Jaxpr) -> list[tuple[tuple[str, ...], tuple]]:
+  """(operand dtypes, operand shapes) of every matmul (dot_general) in jaxpr and its sub-jaxprs
+  (scan and while bodies, ...)."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append((tuple(str(v.aval.dtype) for v in eqn.invars),
+                    tuple(v.aval.shape for v in eqn.invars)))
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      found += _dot_operand_dtypes(sub)
+  return found
+
+
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
+def test_bfloat16_matmuls_with_float32_parameters_state_halting_and_loss(variant):
+  """model.dtype=bfloat16: every matmul of the training objective's forward pass takes bfloat16
+  operands but the halting unit's; the parameters, their gradients, the state, the halting
+  quantities, the logits and every loss term are float32. Traced, not compiled."""
+  cfg = tiny_config(variant, model__dtype="bfloat16", halting__output="distribution")
+  params = random_params(cfg)
+  batch = tiny_batch(cfg)
+  objective = lambda p: losses.objective(cfg, p, batch, jnp.asarray(0))
+  float32 = lambda tree: {x.dtype for x in jax.tree.leaves(tree)} == {jnp.dtype(jnp.float32)}
+  assert float32(params)   # ... and equal to those of model.dtype=float32
+  jax.tree.map(np.testing.assert_array_equal, params,
+               random_params(tiny_config(variant, halting__output="distribution")))
+  assert float32(jax.eval_shape(jax.grad(lambda p: objective(p)[0]), params))
+  loss, metrics = jax.eval_shape(objective, params)
+  assert float32([loss, metrics["mean"]])
+  logits, final = jax.eval_shape(lambda p: recurrence.forward(cfg, p, batch["inputs"]), params)
+  assert float32([logits, final.h_BxLxD, final.out_BxLxO, final.survival_BxL,
+                  final.weights_BxLxK, final.probs_BxLxK, final.logits_BxLxK])
+  x = jax.eval_shape(lambda p: model.embed(cfg.model, p, batch["inputs"]), params)
+  assert x.dtype == jnp.bfloat16
+
+  halt_kernel = params["halt"]["kernel"].shape
+  dots = _dot_operand_dtypes(jax.make_jaxpr(objective)(params).jaxpr)
+  assert {(d, s[1]) for d, s in dots if d != ("bfloat16", "bfloat16")} == {
+      (("float32", "float32"), halt_kernel)}
+  assert sum(d == ("bfloat16", "bfloat16") for d, _ in dots) >= 6 * (cfg.model.prelude_layers + 1)
 
 
 @pytest.mark.parametrize("bias", [-3.0, 0.5])
@@ -161,7 +204,7 @@ def test_block_applies_layer_t(variant):
   params = random_params(cfg)
   h = jax.random.normal(jax.random.key(2), (2, 5, cfg.model.d_model))
   layer = model.Layer(cfg.model.d_model, cfg.model.num_heads, cfg.model.mlp_ratio,
-                      cfg.model.positions)
+                      cfg.model.positions, jnp.float32)
   outs = []
   for t in range(cfg.model.k_max):
     core = (jax.tree.map(lambda p, t=t: p[t], params["core"]) if variant == "transformer"

@@ -74,6 +74,17 @@ def test_scan_equals_while_random_params(variant, bias, threshold, output, tempe
   _check_scan_equals_while(cfg, params, _inputs(cfg), use_jit, early)
 
 
+def test_scan_equals_while_in_bfloat16():
+  """model.dtype=bfloat16 changes the numbers, not the exactness: both drivers run the same
+  bfloat16 matmuls on the same float32 state, and halted tokens stay frozen (online halting, and
+  the readout inside the loop: halting.output="distribution")."""
+  variant, bias, threshold, output, temperature, early = RANDOM_CASES[1]
+  cfg = tiny_config(variant, model__dtype="bfloat16", halting__threshold=threshold,
+                    halting__output=output, halting__temperature=temperature)
+  _check_scan_equals_while(cfg, random_params(cfg, seed=1, halt_bias=bias), _inputs(cfg), True,
+                           early)
+
+
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_correctness_supervision_changes_training_only(variant):
   # The exit classifier is cut from the gradient, not from the forward pass: the same numbers.
@@ -168,7 +179,7 @@ def test_compact_rejects_the_transformer_baseline():
 
 
 def _manual_steps(cfg, params, inputs):
-  x = model.embed(params, inputs)
+  x = model.embed(cfg.model, params, inputs)
   h0 = model.prelude(cfg.model, params, x)
   early = (model.halt_logits(params, h0) if cfg.model.variant == "anira_e"
            else jnp.zeros(h0.shape[:2] + (cfg.model.k_max,)))
@@ -254,7 +265,7 @@ def test_causality_through_halting(variant, bias, threshold):
   cfg = tiny_config(variant, halting__threshold=threshold)
   params = random_params(cfg, seed=1, halt_bias=bias)
   inputs = tiny_batch(cfg)["inputs"][:3]
-  x = model.embed(params, inputs)
+  x = model.embed(cfg.model, params, inputs)
   valid = jnp.asarray(inputs != PAD)
   f = lambda x: recurrence.forward_embedded(cfg, params, x, valid, "scan")
   _, final = jax.jit(f)(x)
@@ -317,7 +328,7 @@ def _forced_forward(cfg_json: str, mode: str):
 def _truncated_mixture(cfg, params, inputs, k):
   """By hand: every token runs k iterations of the block; output weights are the model's own
   lambda_t * S_{t-1} before k and the remainder S_{k-2} at k."""
-  h = model.prelude(cfg.model, params, model.embed(params, inputs))
+  h = model.prelude(cfg.model, params, model.embed(cfg.model, params, inputs))
   early = model.halt_logits(params, h)
   out, survival = 0.0, jnp.ones(h.shape[:2])
   for t in range(k):
@@ -330,11 +341,11 @@ def _truncated_mixture(cfg, params, inputs, k):
       lam = jnp.zeros(h.shape[:2])
     weight = survival if t == k - 1 else lam * survival
     part = (h if cfg.halting.output == "state"
-            else jax.nn.softmax(model.readout(params, h)))
+            else jax.nn.softmax(model.readout(cfg.model, params, h)))
     out = out + weight[..., None] * part
     survival = survival * (1.0 - lam)
   if cfg.halting.output == "state":
-    return model.readout(params, out)
+    return model.readout(cfg.model, params, out)
   return jnp.log(jnp.maximum(out, recurrence.TINY))
 
 
@@ -401,7 +412,7 @@ def test_block_offset_by_hand():
                     model__k_max=2)
   params = _offset_params(cfg)
   inputs = _inputs(cfg)
-  h0 = model.prelude(cfg.model, params, model.embed(params, inputs))
+  h0 = model.prelude(cfg.model, params, model.embed(cfg.model, params, inputs))
   h = h0
   for t in range(2):
     c = h0 + params["iteration"][t][None, None]
