@@ -133,10 +133,19 @@ def test_depth_warmup_runs_every_token_to_k_max_and_freezes_the_halting_unit(var
 
 # The halting unit as an exit classifier (halting.supervision="correctness") --------------------
 
-@pytest.mark.parametrize("variant,output", [("anira_o", "state"), ("anira_e", "distribution")])
-def test_correctness_supervision_by_hand(variant, output):
+# (variant, output, extra overrides): the halting unit as a classifier; `fixed`, which has none
+# (deep supervision: every iteration's readout is an exit); the readout deciding instead of a unit.
+CORRECTNESS = [("anira_o", "state", {}), ("anira_e", "distribution", {}), ("fixed", "state", {}),
+               ("anira_o", "state", {"halting__exit_rule": "readout",
+                                     "halting__exit_confidence": 0.26,
+                                     "halting__exit_stability": 0.2})]
+
+
+@pytest.mark.parametrize("variant,output,extra", CORRECTNESS,
+                         ids=["anira_o", "anira_e", "fixed", "readout_rule"])
+def test_correctness_supervision_by_hand(variant, output, extra):
   cfg, params, batch = _setup(variant, halting__supervision="correctness",
-                              halting__output=output)
+                              halting__output=output, **extra)
   loss, aux = objective(cfg, params, batch)
   logits, exits, final = recurrence.forward_exits(cfg, params, batch["inputs"])
   mask, targets = batch["loss_mask"], batch["targets"]
@@ -146,6 +155,9 @@ def test_correctness_supervision_by_hand(variant, output):
   ce_k = np.array([-logp[k, b, l, targets[b, l]].mean() for k in range(k_max)])
   omega = np.arange(1, k_max + 1) / np.arange(1, k_max + 1).sum()
   assert float(aux["mean"]["ce"]) == pytest.approx(float(omega @ ce_k), rel=1e-5)
+  if variant == "fixed" or extra:   # no unit decides: cross-entropy alone
+    assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
+    return
   depth, z = np.asarray(final.depth_BxL), np.asarray(final.logits_BxLxK)
   right = np.asarray(exits).argmax(-1) == targets[None]      # [K, B, L]
   terms = []
@@ -158,48 +170,21 @@ def test_correctness_supervision_by_hand(variant, output):
   assert float(loss) == pytest.approx(float(aux["mean"]["ce"]) + np.mean(terms), rel=1e-4)
 
 
-def test_correctness_supervision_of_fixed_is_cross_entropy_after_every_iteration():
-  # No halting unit: the readout after iteration k (the first k iterations, as a forced depth)
-  # is exit k, weighted by k; nothing else enters the loss.
-  cfg, params, batch = _setup("fixed", halting__supervision="correctness")
-  loss, aux = objective(cfg, params, batch)
-  mask, targets = batch["loss_mask"], batch["targets"]
-  b, l = np.nonzero(mask)
-  forced = jax.jit(lambda k: recurrence.forward(cfg, params, batch["inputs"], halt_at=k)[0])
-  ce_k = []
-  for k in range(1, cfg.model.k_max + 1):
-    logp = np.asarray(jax.nn.log_softmax(forced(jnp.int32(k))))
-    ce_k.append(-logp[b, l, targets[b, l]].mean())
-  omega = np.arange(1, cfg.model.k_max + 1) / np.arange(1, cfg.model.k_max + 1).sum()
-  assert float(aux["mean"]["ce"]) == pytest.approx(float(omega @ np.array(ce_k)), rel=1e-5)
-  assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
-
-
-def test_readout_exit_rule_trains_the_exits_and_nothing_else():
-  # The readout decides: no classifier term, and no gradient reaches the unused halting unit.
-  cfg, params, batch = _setup("anira_o", halting__supervision="correctness",
-                              halting__exit_rule="readout", halting__exit_confidence=0.26,
-                              halting__exit_stability=0.2)
-  (loss, aux), grads = jax.jit(jax.value_and_grad(
-      lambda p: losses.objective(cfg, p, batch, STEP), has_aux=True))(params)
-  assert float(aux["mean"]["penalty"]) == 0.0 and float(loss) == float(aux["mean"]["ce"])
-  assert all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(grads["halt"]))
-  assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads["core"]))
-
-
 @pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_correctness_supervision_keeps_the_classifier_and_the_trunk_apart(variant):
   # Cross-entropy trains everything but the halting unit; the classifier's loss only the unit.
+  def terms(cfg):   # gradients of [cross-entropy, penalty], one compilation
+    mean = lambda p: losses.objective(cfg, p, batch, STEP)[1]["mean"]
+    grads = jax.jit(jax.jacrev(lambda p: jnp.stack([mean(p)["ce"], mean(p)["penalty"]])))(params)
+    return jax.tree.map(lambda g: g[0], grads), jax.tree.map(lambda g: g[1], grads)
   cfg, params, batch = _setup(variant, halting__supervision="correctness")
-  term = lambda name: jax.grad(lambda p: losses.objective(cfg, p, batch, STEP)[1]["mean"][name])
-  ce_grads, bce_grads = term("ce")(params), term("penalty")(params)
+  ce_grads, bce_grads = terms(cfg)
   zero = lambda tree: all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(tree))
   assert zero(ce_grads["halt"])
   assert zero({k: v for k, v in bce_grads.items() if k != "halt"})
   assert not zero(ce_grads["core"]) and not zero(bce_grads["halt"])
   # Under the penalty, cross-entropy trains the unit through the output weights.
-  cfg = tiny_config(variant, halting__threshold=0.1)
-  assert not zero(term("ce")(params)["halt"])
+  assert not zero(terms(tiny_config(variant, halting__threshold=0.1))[0]["halt"])
 
 
 def test_depth_stats_by_hand():

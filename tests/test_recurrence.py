@@ -114,10 +114,11 @@ def test_scan_equals_while_with_halting_unit_switched_off(variant):
   np.testing.assert_array_equal(np.asarray(final_w.depth_BxL)[inputs != PAD], cfg.model.k_max)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ["anira_o", "anira_e"])
 def test_scan_equals_while_trained_params(trained_run, variant):
   """Briefly trained parameters (bias +1, threshold 0.1), eagerly and through the jitted
-  user-facing predictor."""
+  user-facing predictor. (`fixed` and `transformer` run every token k_max iterations whatever
+  their parameters: RANDOM_CASES covers them.)"""
   run = runs.load_run(str(trained_run(variant)))
   assert run.step == 30
   inputs = _inputs(run.config)
@@ -493,9 +494,8 @@ def test_exits_from_the_halting_iteration_on_are_the_own_output(output):
 
 # halting.exit_rule="readout": the readout after each iteration decides ---------------------------
 
-@pytest.mark.parametrize("output", ["state", "distribution"])
-def test_readout_exit_rule_halts_where_its_exits_say_and_scan_equals_while(output):
-  cfg = tiny_config("anira_o", halting__output=output, halting__supervision="correctness",
+def test_readout_exit_rule_halts_where_its_exits_say_and_scan_equals_while():
+  cfg = tiny_config("anira_o", halting__supervision="correctness",
                     halting__exit_rule="readout", halting__exit_confidence=0.26,
                     halting__exit_stability=0.2)
   params = random_params(cfg, seed=1)
