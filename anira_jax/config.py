@@ -171,6 +171,11 @@ def validate(c: ml_collections.ConfigDict) -> tasks.Task:
   for size in (lo,) + evals:
     _check(size >= task.min_size,
            f"size {size} is below the {task.name} minimum {task.min_size}; raise task sizes")
+  for size in (lo, hi) + evals:   # the family's own bounds (e.g. graph: at most max_nodes)
+    try:
+      task.check_size(size)
+    except ValueError as e:
+      raise ConfigError(f"{e}; change task.train_sizes or task.eval_sizes") from None
   _check(max(evals) > hi,
          f"task.eval_sizes {evals} has no size above the training maximum {hi}: "
          "add at least one out-of-distribution size")

@@ -65,20 +65,22 @@ def generation_right(params: model.Params, generate: Callable, sets: dict[int, d
 
 
 def predict_sets(params: model.Params, predict: Predictors, sets: dict[int, dict],
-                 k_max: int) -> dict[int, dict]:
+                 k_max: int, logits: bool = False) -> dict[int, dict]:
   """Per size: greedy predictions and depths at the model's own depth ("pred", "depth"), and the
-  predictions with every token forced to halt at k = 1..K ("forced_pred" [K, B, L]). Sets are
-  padded to one length: a single compile."""
+  predictions with every token forced to halt at k = 1..K ("forced_pred" [K, B, L]); with
+  `logits`, also those forced outputs' logits ("forced_logits" [K, B, L, V]). Sets are padded to
+  one length: a single compile."""
   length = max(b["inputs"].shape[1] for b in sets.values())
   out = {}
   for size, batch in sets.items():
     width = batch["inputs"].shape[1]
     inputs = np.pad(batch["inputs"], ((0, 0), (0, length - width)))
-    argmax = lambda res: np.asarray(res["logits"])[:, :width].argmax(-1)
+    logits_of = lambda res: np.asarray(res["logits"])[:, :width]
     own = predict.own(params, inputs)
-    out[size] = {"pred": argmax(own), "depth": np.asarray(own["depth"])[:, :width],
-                 "forced_pred": np.stack([argmax(predict.forced(params, inputs, np.int32(k)))
-                                          for k in range(1, k_max + 1)])}
+    forced = [logits_of(predict.forced(params, inputs, np.int32(k))) for k in range(1, k_max + 1)]
+    out[size] = {"pred": logits_of(own).argmax(-1), "depth": np.asarray(own["depth"])[:, :width],
+                 "forced_pred": np.stack([f.argmax(-1) for f in forced]),
+                 **({"forced_logits": np.stack(forced)} if logits else {})}
   return out
 
 

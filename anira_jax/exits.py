@@ -2,7 +2,8 @@
 own predictions come to the depth each token needs?
 
 For the run's in-distribution evaluation sets, the output with every token forced to halt at
-k = 1..K (`Run.predict(depth=k)`: the exits the needed-depth oracle compares) is computed once.
+k = 1..K (as evaluation computes it, `evaluate.predict_sets`: the exits the needed-depth oracle
+compares) is computed once.
 A rule then picks each answer token's exit from what it has seen by then (exit t reads outputs
 1..t only):
   confidence tau   the top probability reaches tau (CALM's softmax response, Schuster et al. 2022);
@@ -78,23 +79,18 @@ def softmax(logits_NxV: np.ndarray) -> np.ndarray:
   return e / e.sum(-1, keepdims=True)
 
 
-def forced_outputs(run: runs.Run, sets: dict[int, dict], length: int) -> dict[int, dict]:
-  """Per size: probabilities [K, N, V] of the N answer tokens at every forced exit, the own
-  halting's depth and prediction [N], the targets [N], each token's example [N] and the number of
-  examples; inputs padded to `length` (evaluation's shape: the same numbers, one compile)."""
-  k_max = run.config.model.k_max
+def forced_outputs(run: runs.Run, sets: dict[int, dict], sizes: list[int]) -> dict[int, dict]:
+  """For each of `sizes`: probabilities [K, N, V] of the N answer tokens at every forced exit, the
+  own halting's depth and prediction [N], the targets [N], each token's example [N] and the
+  number of examples, as evaluation computes them on `sets` (`evaluate.predict_sets`)."""
+  predictions = evaluate.predict_sets(run.params, evaluate.predictors(run.config), sets,
+                                      run.config.model.k_max, logits=True)
   out = {}
-  for size, batch in sets.items():
-    inputs = np.pad(batch["inputs"], ((0, 0), (0, length - batch["inputs"].shape[1])))
-    mask, width = batch["loss_mask"], batch["inputs"].shape[1]
-    answers = lambda x: x[:, :width][mask]
-    own = run.predict(inputs)
-    out[size] = {
-        "probs": np.stack([softmax(answers(run.predict(inputs, depth=k)["logits"]))
-                           for k in range(1, k_max + 1)]),
-        "own_depth": answers(own["depth"]), "own_pred": answers(own["logits"]).argmax(-1),
-        "targets": batch["targets"][mask], "example": np.nonzero(mask)[0],
-        "examples": len(batch["inputs"])}
+  for size in sizes:
+    mask, p = sets[size]["loss_mask"], predictions[size]
+    out[size] = {"probs": softmax(p["forced_logits"][:, mask]), "own_depth": p["depth"][mask],
+                 "own_pred": p["pred"][mask], "targets": sets[size]["targets"][mask],
+                 "example": np.nonzero(mask)[0], "examples": len(mask)}
   return out
 
 
@@ -134,9 +130,8 @@ def analyze(run: runs.Run) -> dict:
   """The run's own halting, every forced depth and every rule of RULES, scored on the
   in-distribution evaluation sets."""
   lo, hi = run.config.task.train_sizes
-  sets = data.eval_sets(run.config, run.task)
-  length = max(b["inputs"].shape[1] for b in sets.values())
-  outputs = forced_outputs(run, {n: b for n, b in sets.items() if lo <= n <= hi}, length)
+  sets = data.eval_sets(run.config, run.task)   # every size: evaluation's padded shape
+  outputs = forced_outputs(run, sets, [n for n in sets if lo <= n <= hi])
   k_max = run.config.model.k_max
   rows = {"own halting": score(outputs, lambda o: (o["own_depth"], o["own_pred"]))}
   rows.update({f"forced {k}": score(outputs, at_depth(lambda o, k=k: np.full_like(o["own_depth"],

@@ -106,3 +106,14 @@ def test_a_registered_penalty_is_valid_and_the_error_lists_the_registry(depth_sq
   with pytest.raises(config.ConfigError, match="unknown halting.penalty 'l2'; valid .*: ponder, "
                                                "kl_geometric, kl_uniform, depth_squared$"):
     config.validate(c)
+
+
+def test_a_size_beyond_the_family_s_own_bound_is_one_line():
+  # Graph sizes are node counts, at most task.options.max_nodes: refused before any training.
+  c = config.default("graph", "anira_o")
+  c.task.options.max_nodes = 6
+  c.task.train_sizes, c.task.eval_sizes = (2, 4), (4, 8)
+  with pytest.raises(config.ConfigError) as e:
+    config.validate(c)
+  assert str(e.value) == ("task 'graph' needs sizes <= max_nodes=6, got 8; change "
+                          "task.train_sizes or task.eval_sizes")
