@@ -28,6 +28,8 @@ def train_batch(cfg: ml_collections.ConfigDict, task: tasks.Task, step: int,
   so the rows are made from the chunks that hold them alone and are the same whatever the slice.
   Resuming at `step` sees exactly the batch an uninterrupted run would."""
   lo, hi = cfg.task.train_sizes
+  for size in (lo, hi):   # an unvalidated config reaches here too (e.g. in a data worker)
+    task.check_size(size)
   rng = np.random.default_rng([cfg.seed, step])
   top = largest_size(lo, hi, step, cfg.task.curriculum_steps)
   sizes = rng.integers(lo, top + 1, cfg.train.batch_size)
