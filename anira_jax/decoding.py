@@ -26,16 +26,17 @@ Two schedules of the decode loop, with equal outputs:
     every row has its tokens.
 """
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from anira_jax import model, recurrence
+from anira_jax import compaction, model, recurrence
 
 SCHEDULES = ("lockstep", "depthwise")
+T = TypeVar("T")
 
 
 class Cache(NamedTuple):
@@ -101,11 +102,13 @@ def cached_layer(cfg: ml_collections.ConfigDict, layer: model.Params, x_BxTxD: j
   k_BxNxHxLxDh = k_BxNxHxLxDh.at[at].set(k, mode="drop")
   v_BxNxHxLxDh = v_BxNxHxLxDh.at[at].set(v, mode="drop")
 
+  rows = (lambda x: x) if rows_B is None else (lambda x: jnp.take(x, rows_B, axis=0, mode="clip"))
+
   def read(c_BxNxHxLxDh, frozen_BxHxLxDh=None):
     c_BxHxLxDh = c_BxNxHxLxDh[slice(None) if rows_B is None else rows_B, index]
     if frozen:
-      c_BxHxLxDh = jnp.where((index_Bx1 >= frozen[0])[:, None, :, None], frozen_BxHxLxDh,
-                             c_BxHxLxDh)
+      c_BxHxLxDh = jnp.where((index_Bx1 >= rows(frozen[0]))[:, None, :, None],
+                             rows(frozen_BxHxLxDh), c_BxHxLxDh)
     return jnp.swapaxes(c_BxHxLxDh, 1, 2)
   o = model.attend(q, read(k_BxNxHxLxDh, *frozen[1:2]), read(v_BxNxHxLxDh, *frozen[2:]),
                    positions_BxT)
@@ -141,6 +144,46 @@ def iterate(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrenc
                              cache.v_BxKxHxLxDh, frozen), params, ctx, s)
   return (recurrence.advance(cfg, params, ctx, s, h_new),
           cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
+
+
+def _on_rows(pending_B: jax.Array, chunk: int, fn: Callable[[jax.Array, T], T], carry: T) -> T:
+  """carry after fn(idx_C, carry) over the pending rows, in order: all at once (C = B) when more
+  than half are pending, else `chunk` at a time, as many times as needed (none when no row is
+  pending); idx is padded with B (no row: gathers clip, scatters drop). Loops of 0 or more trips
+  rather than lax.cond, which copies the caches in and out."""
+  B = pending_B.shape[0]
+  count = jnp.sum(pending_B)
+  order_N = jnp.nonzero(pending_B, size=B + chunk, fill_value=B)[0]
+
+  def trips(size: int) -> Callable[[jax.Array, T], T]:
+    return lambda i, carry: fn(jax.lax.dynamic_slice_in_dim(order_N, i * size, size), carry)
+  together = (2 * count > B).astype(jnp.int32)
+  carry = jax.lax.fori_loop(0, together, trips(B), carry)
+  return jax.lax.fori_loop(0, (1 - together) * (-(-count // chunk)), trips(chunk), carry)
+
+
+def iterate_active(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recurrence.Context,
+                   positions_Bx1: jax.Array, s: recurrence.State, cache: Cache,
+                   chunk: int) -> tuple[recurrence.State, Cache]:
+  """`iterate` on one token per row, the block run only on the rows whose token is still active
+  (`_on_rows`). A halted row's entry t is not written: no later read takes it (reads from its
+  depth on take the frozen keys and values, stored once the position is done)."""
+  B = positions_Bx1.shape[0]
+  layer = _layer_at(cfg.model, params, s.t)
+  c = recurrence.block_offset(params, ctx, s.t)
+  frozen = (cache.depth_BxL, cache.frozen_k_BxHxLxDh, cache.frozen_v_BxHxLxDh)
+
+  def run(idx_C: jax.Array, carry: tuple[jax.Array, Cache]) -> tuple[jax.Array, Cache]:
+    h_new_Bx1xD, cache = carry
+    take = lambda x: jnp.take(x, idx_C, axis=0, mode="clip")
+    h_Cx1xD, (k, v) = recurrence.with_offset(
+        lambda x: cached_layer(cfg.model, layer, x, take(positions_Bx1), s.t, cache.k_BxKxHxLxDh,
+                               cache.v_BxKxHxLxDh, frozen, idx_C),
+        take(s.h_BxLxD), None if c is None else (take(c) if c.shape[0] == B else c))
+    return (h_new_Bx1xD.at[idx_C].set(h_Cx1xD, mode="drop"),
+            cache._replace(k_BxKxHxLxDh=k, v_BxKxHxLxDh=v))
+  h_new, cache = _on_rows(~s.halted_BxL[:, 0], chunk, run, (s.h_BxLxD, cache))
+  return recurrence.advance(cfg, params, ctx, s, h_new), cache
 
 
 def depends_on_t(cfg: ml_collections.ConfigDict) -> bool:
@@ -182,18 +225,35 @@ def fill_frozen(cfg: ml_collections.ConfigDict, params: model.Params, ctx: recur
                            for name, x in zip(names, (k, v))})
 
 
+def _record_projections(cache: Cache, t: jax.Array, projections: compaction.Cache) -> Cache:
+  """`cache` with entry t holding the keys and values compaction keeps for the tokens at
+  positions 0..L-1 of every row (projections [B * L, H, Dh])."""
+  L = projections.k_NxHxK.shape[0] // cache.k_BxKxHxLxDh.shape[0]
+  k, v = (jnp.swapaxes(x.reshape((-1, L) + x.shape[1:]), 1, 2) for x in projections[1:])
+  return cache._replace(k_BxKxHxLxDh=cache.k_BxKxHxLxDh.at[:, t, :, :L].set(k),
+                        v_BxKxHxLxDh=cache.v_BxKxHxLxDh.at[:, t, :, :L].set(v))
+
+
 def run_tokens(cfg: ml_collections.ConfigDict, params: model.Params, tokens_BxT: jax.Array,
                positions_BxT: jax.Array, valid_BxT: jax.Array, cache: Cache,
-               halt_at: jax.Array | None) -> tuple[jax.Array, recurrence.State, Cache]:
+               halt_at: jax.Array | None,
+               compact: int = 0) -> tuple[jax.Array, recurrence.State, Cache]:
   """T new tokens per row through the whole model (the prefill, or one lock-step position):
   (logits [B, T, V], final state, cache with the tokens' keys and values). Every iteration of the
   loop writes every token's entry, of its frozen state once halted; `fill_frozen` then stores
-  the frozen keys and values for the later iterations."""
+  the frozen keys and values for the later iterations. `compact` (> 0) runs the block only on
+  what is still active: on the prompt tokens (at positions 0..T-1, T > 1:
+  `recurrence.compact_loop`, each entry written from the projections it keeps), or on the rows,
+  `compact` at a time (one token per row: `iterate_active`)."""
   h0, prelude_kv = _prelude(cfg, params, tokens_BxT, positions_BxT, *cache[5:])
   cache = cache._replace(prelude_k_BxPxHxLxDh=prelude_kv[0], prelude_v_BxPxHxLxDh=prelude_kv[1])
   ctx, s = recurrence.begin(cfg, params, h0, valid_BxT, halt_at)
-  s, cache = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL),
-                                lambda c: iterate(cfg, params, ctx, positions_BxT, *c), (s, cache))
+  if compact and tokens_BxT.shape[1] > 1:
+    s, cache = recurrence.compact_loop(cfg, params, ctx, s, cache, _record_projections)
+  else:
+    step = (functools.partial(iterate_active, chunk=compact) if compact else iterate)
+    s, cache = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL),
+                                  lambda c: step(cfg, params, ctx, positions_BxT, *c), (s, cache))
   cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, positions_BxT, s.depth_BxL, cache)
   return recurrence.output_logits(cfg, params, s.out_BxLxO), s, cache
 
@@ -207,8 +267,10 @@ def _record(out: dict, column_B: jax.Array, logits_BxV: jax.Array, depth_B: jax.
 
 
 def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
-                     out: dict, cache: Cache, halt_at: jax.Array | None) -> tuple[dict, jax.Array]:
-  """Positions 1..M-1 of every row together: (outputs, iterations run)."""
+                     out: dict, cache: Cache, halt_at: jax.Array | None,
+                     compact: int) -> tuple[dict, jax.Array]:
+  """Positions 1..M-1 of every row together: (outputs, iterations run); `compact` as in
+  `run_tokens`."""
   B, M = out["tokens"].shape
 
   def body(n, carry):
@@ -216,7 +278,7 @@ def _decode_lockstep(cfg: ml_collections.ConfigDict, params: model.Params, lengt
     position_Bx1 = (lengths_B - 1 + n)[:, None]
     tokens_Bx1 = jax.lax.dynamic_slice_in_dim(out["tokens"], n - 1, 1, axis=1)
     logits, s, cache = run_tokens(cfg, params, tokens_Bx1, position_Bx1, jnp.ones((B, 1), bool),
-                                  cache, halt_at)
+                                  cache, halt_at, compact)
     out = _record(out, jnp.full((B,), n), logits[:, 0], s.depth_BxL[:, 0])
     return out, cache, steps + s.t
   out, _, steps = jax.lax.fori_loop(1, M, body, (out, cache, jnp.zeros((), jnp.int32)))
@@ -259,17 +321,12 @@ def _pick(mask_B: jax.Array, new, old):
 def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, pending_B: jax.Array,
              chunk: int) -> Rows:
   """The rows whose token halted, each at iteration 0 of its next position with the token it
-  generated; their frozen keys and values stored first. Runs on `chunk` rows at a time, as many
-  times as needed (none when no row halted), or on all rows at once when more than half are
-  pending (all at once with forced depths, where every row halts together)."""
-  B = pending_B.shape[0]
-  count = jnp.sum(pending_B)
-  order_N = jnp.nonzero(pending_B, size=B + chunk, fill_value=B)[0]  # B: no row
+  generated; their frozen keys and values stored first. `_on_rows`: `chunk` rows at a time, or
+  all at once when more than half are pending (with forced depths every row halts together)."""
   take = lambda tree, idx: jax.tree.map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), tree)
   put = lambda tree, idx, new: jax.tree.map(lambda x, y: x.at[idx].set(y, mode="drop"), tree, new)
 
-  def restart(size: int, i: jax.Array, rows: Rows) -> Rows:
-    idx_C = jax.lax.dynamic_slice_in_dim(order_N, i * size, size)
+  def restart(idx_C: jax.Array, rows: Rows) -> Rows:
     s, ctx, position_C, count_C = take((rows.s, rows.ctx[:2], rows.position_B, rows.count_B), idx_C)
     ctx = recurrence.Context(*ctx, rows.ctx.halt_at)
     cache = fill_frozen(cfg, params, ctx, s.h_BxLxD, position_C[:, None], s.depth_BxL,
@@ -285,11 +342,7 @@ def _restart(cfg: ml_collections.ConfigDict, params: model.Params, rows: Rows, p
                               (fresh, ctx_C[:2], position_C))
     return rows._replace(s=s, ctx=recurrence.Context(*ctx2, rows.ctx.halt_at), cache=cache,
                          position_B=position_B)
-  # Loops of 0 or more trips rather than lax.cond, which copies the caches in and out.
-  together = (2 * count > B).astype(jnp.int32)
-  rows = jax.lax.fori_loop(0, together, functools.partial(restart, B), rows)
-  return jax.lax.fori_loop(0, (1 - together) * (-(-count // chunk)),
-                           functools.partial(restart, chunk), rows)
+  return _on_rows(pending_B, chunk, restart, rows)
 
 
 def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, lengths_B: jax.Array,
@@ -321,20 +374,25 @@ def _decode_depthwise(cfg: ml_collections.ConfigDict, params: model.Params, leng
 
 def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: jax.Array,
              lengths_B: jax.Array, max_new_tokens: int, schedule: str = "lockstep",
-             halt_at: jax.Array | None = None, chunk: int = 8) -> dict:
+             halt_at: jax.Array | None = None, chunk: int = 8, compact: bool = False) -> dict:
   """Greedy continuation of right-padded prompts (row b: prompts[b, :lengths[b]]) by
   max_new_tokens tokens: {"tokens" [B, M], "depth" [B, M] (block applications of the position
   that produced each token), "logits" [B, M, V], "iterations" (block iterations run one after
   another: "prefill_iterations" then "decode_iterations")}. `halt_at` = k: every token halts at
-  iteration k. `chunk`: rows restarted together in a depth-wise step (`_restart`)."""
+  iteration k. `chunk`: rows restarted together in a depth-wise step (`_restart`), or run together
+  in a compacted lock-step iteration. `compact`: the block runs only on the prompt tokens still
+  active in the prefill, and on the rows still active at each lock-step position (`run_tokens`):
+  the same outputs up to float rounding."""
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
   B, P = prompts_BxP.shape
   M = max_new_tokens
+  chunk = min(B, chunk)
   cache = init_cache(cfg.model, B, P + M - 1)
   positions_BxP = jnp.broadcast_to(jnp.arange(P), (B, P))
   logits, s, cache = run_tokens(cfg, params, prompts_BxP, positions_BxP,
-                                positions_BxP < lengths_B[:, None], cache, halt_at)
+                                positions_BxP < lengths_B[:, None], cache, halt_at,
+                                chunk if compact else 0)
   rows_B, last_B = jnp.arange(B), lengths_B - 1
   V = logits.shape[-1]
   out = {"tokens": jnp.zeros((B, M), jnp.int32), "depth": jnp.zeros((B, M), jnp.int32),
@@ -342,7 +400,8 @@ def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: 
   out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B],
                 s.depth_BxL[rows_B, last_B])
   if schedule == "lockstep" or B == 1:   # one row: the same schedule, in the simpler loop
-    out, steps = _decode_lockstep(cfg, params, lengths_B, out, cache, halt_at)
+    out, steps = _decode_lockstep(cfg, params, lengths_B, out, cache, halt_at,
+                                  chunk if compact else 0)
   else:
-    out, steps = _decode_depthwise(cfg, params, lengths_B, out, cache, halt_at, min(B, chunk))
+    out, steps = _decode_depthwise(cfg, params, lengths_B, out, cache, halt_at, chunk)
   return {**out, "iterations": s.t + steps, "prefill_iterations": s.t, "decode_iterations": steps}

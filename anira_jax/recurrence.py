@@ -183,25 +183,40 @@ def run_while(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context
                             lambda s: step(cfg, params, ctx, s), s)
 
 
-def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
-                s: State) -> State:
-  """run_while, with each iteration's block run only on the tokens that need it (compaction.py);
-  equal to the other drivers up to float rounding."""
+def check_compactable(cfg: ml_collections.ConfigDict) -> None:
+  """ValueError unless compaction fits: one shared block whose input does not change with t."""
   if model.variant(cfg.model).stacked or cfg.model.iteration_embedding:
-    raise ValueError("mode 'compact' reuses keys and values across iterations of one shared "
+    raise ValueError("compaction reuses keys and values across iterations of one shared "
                      "block; the transformer baseline has a layer per iteration, and "
-                     "model.iteration_embedding changes the block input at each: use 'while'")
+                     "model.iteration_embedding changes the block input at each: use 'while' "
+                     "(or generate without compact)")
 
+
+def compact_loop(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context, s: State,
+                 aux: T, record: Callable[[T, jax.Array, compaction.Cache], T]) -> tuple[State, T]:
+  """run_while, with each iteration's block run only on the tokens that need it (compaction.py);
+  equal to the other drivers up to float rounding. Before iteration t, `aux = record(aux, t,
+  cache)` sees the projections of every token's state at t (decoding keeps them). Returns the
+  final state and aux."""
+  check_compactable(cfg)
   layer = params["core"]
 
-  def body(carry: tuple[State, compaction.Cache]) -> tuple[State, compaction.Cache]:
-    s, cache = carry
+  def body(carry: tuple[State, compaction.Cache, T]) -> tuple[State, compaction.Cache, T]:
+    s, cache, aux = carry
+    aux = record(aux, s.t, cache)
     h_new, cache = offset_block(
         lambda h: compaction.block(cfg.model, layer, h, ~s.halted_BxL, cache), params, ctx, s)
-    return advance(cfg, params, ctx, s, h_new), cache
+    return advance(cfg, params, ctx, s, h_new), cache, aux
   c = block_offset(params, ctx, s.t)   # the prelude output or nothing: the same every iteration
   cache = compaction.init_cache(cfg.model, layer, s.h_BxLxD if c is None else s.h_BxLxD + c)
-  return jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL), body, (s, cache))[0]
+  s, _, aux = jax.lax.while_loop(lambda c: ~jnp.all(c[0].halted_BxL), body, (s, cache, aux))
+  return s, aux
+
+
+def run_compact(cfg: ml_collections.ConfigDict, params: model.Params, ctx: Context,
+                s: State) -> State:
+  """`compact_loop` without recording."""
+  return compact_loop(cfg, params, ctx, s, None, lambda aux, t, cache: aux)[0]
 
 
 DRIVERS = {"scan": run_scan, "while": run_while, "compact": run_compact}

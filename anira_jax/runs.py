@@ -29,16 +29,17 @@ def predictor(cfg: ml_collections.ConfigDict, mode: str, forced: bool = False) -
   return jax.jit(predict if forced else lambda params, inputs_BxL: predict(params, inputs_BxL))
 
 
-def generator(cfg: ml_collections.ConfigDict, schedule: str, forced: bool = False) -> Callable:
+def generator(cfg: ml_collections.ConfigDict, schedule: str, forced: bool = False,
+              compact: bool = False) -> Callable:
   """jit(params, prompts [B, P], lengths [B], max_new_tokens) -> decoding.generate's outputs;
-  with `forced`, jit(..., k): every token halts at iteration k. One compilation per prompt shape
-  and max_new_tokens."""
+  with `forced`, jit(..., k): every token halts at iteration k; `compact`: decoding.generate's.
+  One compilation per prompt shape and max_new_tokens."""
   if schedule not in decoding.SCHEDULES:
     raise ValueError(f"schedule must be one of {', '.join(decoding.SCHEDULES)}, got {schedule!r}")
 
   def generate(params, prompts_BxP, lengths_B, max_new_tokens, halt_at=None):
     return decoding.generate(cfg, params, prompts_BxP, lengths_B, max_new_tokens, schedule,
-                             halt_at)
+                             halt_at, compact=compact)
   return jax.jit(generate, static_argnames="max_new_tokens")
 
 
@@ -85,12 +86,13 @@ class Run:
     return jax.tree.map(np.asarray, out)
 
   @functools.cached_property
-  def _generators(self) -> dict[tuple[str, bool], Callable]:
-    return {(schedule, forced): generator(self.config, schedule, forced)
-            for schedule in decoding.SCHEDULES for forced in (False, True)}
+  def _generators(self) -> dict[tuple[str, bool, bool], Callable]:
+    return {(schedule, forced, compact): generator(self.config, schedule, forced, compact)
+            for schedule in decoding.SCHEDULES for forced in (False, True)
+            for compact in (False, True)}
 
   def generate(self, prompts, max_new_tokens: int, schedule: str = "lockstep",
-               depth: int | None = None) -> dict:
+               depth: int | None = None, compact: bool = False) -> dict:
     """Greedy continuation of each prompt (token ids ending with SEP, as the inputs of
     `task.sample` up to the answer) by max_new_tokens tokens, as NumPy arrays: "tokens" [B, M],
     "depth" [B, M] (block applications of the position that produced each token), "logits"
@@ -100,7 +102,10 @@ class Run:
 
     `schedule`: "lockstep" (rows wait for the deepest) or "depthwise" (each row at its own
     iteration: fewer block steps, each dearer on CPU; docs/design.md, Generation), same outputs;
-    `depth` = k: every token halts at iteration k, as in `predict`."""
+    `depth` = k: every token halts at iteration k, as in `predict`; `compact`: the block runs
+    only on what is still active, the prompt tokens in the prefill (as `predict(mode="compact")`)
+    and the rows at each lock-step position: the same outputs up to float rounding; it pays with
+    many prompts in a batch, not with one (benchmarks/README.md)."""
     prompts = self._check_prompts(prompts, max_new_tokens)
     if schedule not in decoding.SCHEDULES:
       raise ValueError(f"schedule must be one of {', '.join(decoding.SCHEDULES)}, "
@@ -114,7 +119,9 @@ class Run:
         () if depth is None else (np.int32(depth),))
     if len(prompts) == 1:   # one row: both schedules are the lock-step loop (decoding.generate)
       schedule = "lockstep"
-    out = self._generators[(schedule, depth is not None)](*args)
+    if compact:
+      recurrence.check_compactable(self.config)
+    out = self._generators[(schedule, depth is not None, compact)](*args)
     return jax.tree.map(np.asarray, out)
 
   def _check_prompts(self, prompts, max_new_tokens) -> list[np.ndarray]:

@@ -7,13 +7,15 @@ Loads the run in --workdir; when it holds none, first trains --config (default a
 for --train_steps steps there (default: a temporary directory). Then, in this process, times greedy
 generation (`runs.generator`, the whole prefill and decode in one jitted call) of the answers to
 --inputs fixed batches of prompts of --size (default: the largest training size), as many new
-tokens as the answer has, at each batch size and schedule ("lockstep": a step waits for the
-deepest row; "depthwise": each row at its own iteration), by the model with its own halting,
-against every token forced to K_max with the lock-step schedule (the dense baseline). After one
+tokens as the answer has, at each batch size, schedule ("lockstep": a step waits for the deepest
+row; "depthwise": each row at its own iteration) and compaction (off, or on: the block run only
+on the prompt tokens still active in the prefill and on the rows still active at each lock-step
+position), by the model with its own halting, against every token forced to K_max with the
+lock-step schedule and no compaction (the dense baseline). After one
 warm-up call per input, each of --rounds rounds times one pass over the inputs per mode, modes
 interleaved; the median pass is the mode's time.
 
-Prints one JSON line {"results": [{"batch", "schedule", "compaction" (depth-wise batching),
+Prints one JSON line {"results": [{"batch", "schedule", "compaction",
 "ideal_speedup" (K_max / mean depth of the generated tokens), "batch_ideal_speedup" (K_max / mean
 over decode positions of the deepest row's depth: what lock-step batching can at best keep),
 "realized_speedup" (time of the dense baseline / time with halting), "realized_over_ideal",
@@ -49,14 +51,17 @@ def prompt_batches(run: runs.Run, batch: int, size: int, count: int) -> tuple[li
   return batches, new_tokens
 
 
+MODES = [(schedule, compact) for schedule in decoding.SCHEDULES for compact in (False, True)]
+
+
 def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: int) -> list[dict]:
-  """One row per schedule: generation with the model's halting against the dense baseline,
-  every token forced to K_max under the lock-step schedule (the faster of the two there)."""
+  """One row per schedule and compaction: generation with the model's halting against the dense
+  baseline, every token forced to K_max under the lock-step schedule without compaction (the
+  fastest there: compaction has nothing to skip)."""
   cfg, k_max = run.config, run.config.model.k_max
   params = jax.device_put(run.params)
   inputs, new_tokens = prompt_batches(run, batch, size, num_inputs)
-  calls = {schedule: functools.partial(runs.generator(cfg, schedule), params)
-           for schedule in decoding.SCHEDULES}
+  calls = {mode: functools.partial(runs.generator(cfg, *mode), params) for mode in MODES}
   dense = functools.partial(runs.generator(cfg, "lockstep", forced=True), params)
   calls = {s: lambda x, f=f: f(*x, new_tokens) for s, f in calls.items()}
   calls["dense"] = lambda x: dense(*x, new_tokens, np.int32(k_max))
@@ -72,23 +77,23 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
   wall = {m: statistics.median(w for w, _ in p) for m, p in passes.items()}
   cpu = {m: statistics.median(c for _, c in p) for m, p in passes.items()}
   rows = []
-  for schedule in decoding.SCHEDULES:
-    depth_NxBxM = np.stack([o["depth"] for o in outputs[schedule]])
+  for mode in MODES:
+    depth_NxBxM = np.stack([o["depth"] for o in outputs[mode]])
     ideal = k_max / depth_NxBxM.mean()
-    realized = wall["dense"] / wall[schedule]
+    realized = wall["dense"] / wall[mode]
     rows.append({
-        "batch": batch, "schedule": schedule, "compaction": schedule == "depthwise",
+        "batch": batch, "schedule": mode[0], "compaction": mode[1],
         "ideal_speedup": round(float(ideal), 3),
         "batch_ideal_speedup": round(float(k_max / depth_NxBxM.max(axis=1).mean()), 3),
         "realized_speedup": round(realized, 3), "realized_over_ideal": round(realized / ideal, 3),
-        "realized_speedup_cpu": round(cpu["dense"] / cpu[schedule], 3),
-        "tokens_per_s": round(num_inputs * batch * new_tokens / wall[schedule], 1),
+        "realized_speedup_cpu": round(cpu["dense"] / cpu[mode], 3),
+        "tokens_per_s": round(num_inputs * batch * new_tokens / wall[mode], 1),
         "mean_depth": round(float(depth_NxBxM.mean()), 3),
         "decode_iterations": float(np.mean([int(o["decode_iterations"])
-                                            for o in outputs[schedule]])),
-        "call_s": round(wall[schedule] / num_inputs, 6),
+                                            for o in outputs[mode]])),
+        "call_s": round(wall[mode] / num_inputs, 6),
         "dense_call_s": round(wall["dense"] / num_inputs, 6),
-        "compile_s": round(compile_s[schedule], 2), "k_max": k_max,
+        "compile_s": round(compile_s[mode], 2), "k_max": k_max,
         "prompt_len": int(inputs[0][0].shape[1]), "new_tokens": new_tokens,
         "d_model": cfg.model.d_model})
   return rows
@@ -97,7 +102,8 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
 def main(argv: list[str]) -> None:
   del argv
   benchmark(time_batch, lambda r: (
-      f"batch {r['batch']:>3} {r['schedule']:<9} ideal {r['ideal_speedup']:.2f}x (batch "
+      f"batch {r['batch']:>3} {r['schedule']:<9} {'compact' if r['compaction'] else 'dense':<7}"
+      f" ideal {r['ideal_speedup']:.2f}x (batch "
       f"{r['batch_ideal_speedup']:.2f}x)  realized {r['realized_speedup']:.2f}x "
       f"({r['realized_over_ideal']:.2f} of ideal)  {r['tokens_per_s']:.0f} tokens/s"),
       lambda v: v.adaptive)

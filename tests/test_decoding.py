@@ -1,7 +1,7 @@
 """decoding.py through Run.generate: the greedy tokens and their depths equal the teacher-forced
 while_loop (run.predict on prompt + generated, at the position before each token) exactly, logits
 within 1e-5, for every variant, both output rules and both schedules (in bfloat16 too, logits
-within bfloat16 rounding); the decode loop runs as many steps as its schedule says; a row does not
+within bfloat16 rounding; with compaction on a shared layer); the decode loop runs as many steps as its schedule says; a row does not
 depend on its batch-mates; bad input raises ValueError saying what to change."""
 import functools
 
@@ -121,6 +121,35 @@ def test_generate_equals_teacher_forced(variant, output, extras, schedule):
   prompts = _prompts(run, SIZES)
   out = run.generate(prompts, NEW, schedule=schedule)
   _check_equals_teacher_forced(run, prompts, out, schedule)
+
+
+# Compaction: a shared-layer variant of each halting timing, each schedule.
+COMPACT_CASES = [("anira_o", "state", (), "lockstep"),
+                 ("anira_e", "distribution", (("model__input_injection", True),), "depthwise")]
+
+
+@pytest.mark.parametrize("variant,output,extras,schedule", COMPACT_CASES,
+                         ids=["-".join([c[0], c[1], c[3]]) for c in COMPACT_CASES])
+def test_compacted_generation_equals_teacher_forced(variant, output, extras, schedule):
+  """The prefill runs the block only on the active prompt tokens and fills the cache from the
+  projections compaction keeps; lock-step positions run it only on the active rows, 8 at a time
+  or all at once: the same tokens and depths, logits within 1e-5."""
+  run = _run(variant, output, extras)
+  prompts = _prompts(run, SIZES)
+  out = run.generate(prompts, NEW, schedule=schedule, compact=True)
+  _check_equals_teacher_forced(run, prompts, out, schedule)
+  if schedule == "lockstep":   # both kinds of compacted iteration ran
+    active = [(out["depth"][:, n] > t).sum() for n in range(1, NEW)
+              for t in range(1, run.config.model.k_max)]
+    assert any(0 < a <= 8 for a in active) and any(a > 8 for a in active), active
+
+
+@pytest.mark.parametrize("variant,extras", [("transformer", ()),
+                                            ("anira_o", (("model__iteration_embedding", True),))])
+def test_compaction_rejects_what_it_cannot_run(variant, extras):
+  run = _run(variant, "state", extras)
+  with pytest.raises(ValueError, match="or generate without compact"):
+    run.generate([np.array([2, SEP])], NEW, compact=True)
 
 
 def test_generate_in_bfloat16_equals_teacher_forced():
