@@ -26,9 +26,7 @@ from anira_jax import (checkpoint, cli, config as config_lib, evaluate, model, p
 from anira_jax.errors import UserError
 
 # Runs of one (task, variant) are pooled over seeds; they may differ in these fields too.
-POOLED = ("seed", "train.log_every", "train.eval_every", "train.checkpoint_every",
-          "train.data_workers", "train.prefetch", "train.profile_steps", "train.tensorboard",
-          "parallel.")
+POOLED = ("seed", *config_lib.CADENCE, *cli.EXECUTION)
 
 
 def check_runs(groups: dict[str, list[dict]]) -> None:

@@ -212,7 +212,9 @@ def config_stem(config_flag_name: str = "config") -> str:
   return file_stem(config_flags.get_config_filename(flags.FLAGS[config_flag_name]))
 
 
-# Overrides of how a run executes, not of what it trains: left out of the default workdir's hash.
+# Overrides of how a run executes, not of what it trains (how it is spread over devices, fed and
+# profiled, what it writes beside): left out of the default workdir's hash; a resumed run and the
+# runs pooled by analyze may differ in them.
 EXECUTION = ("parallel.", "train.data_workers", "train.prefetch", "train.profile_steps",
              "train.tensorboard")
 

@@ -4,7 +4,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from anira_jax import errors, halting, model, recurrence, tasks
+from anira_jax import cli, errors, halting, model, recurrence, tasks
 from anira_jax.model import VARIANTS
 
 PARALLEL_MODES = ("shard_map", "pmap")
@@ -15,13 +15,12 @@ OUTPUTS = ("state", "distribution")
 PENALTY_TOKENS = ("all", "answer")
 SUPERVISIONS = ("penalty", "correctness")
 EXIT_RULES = ("unit", "readout")
-# Fields a resumed run may change (a prefix ending in "." covers a section): how long it trains,
-# how often it logs, evaluates and saves, what it writes beside (TensorBoard scalars), how it is
-# evaluated, and how it is spread over devices. Any other change (model, task, halting,
-# optimisation, seed) makes another run.
-RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-             "train.data_workers", "train.prefetch", "train.profile_steps", "train.tensorboard",
-             "task.eval_sizes", "eval.", "parallel.")
+# How often a run logs, evaluates and saves (a prefix ending in "." would cover a section).
+CADENCE = ("train.log_every", "train.eval_every", "train.checkpoint_every")
+# Fields a resumed run may change: how long it trains, its cadence, how it executes
+# (cli.EXECUTION) and how it is evaluated. Any other change (model, task, halting, optimisation,
+# seed) makes another run.
+RESUMABLE = ("train.steps", *CADENCE, *cli.EXECUTION, "task.eval_sizes", "eval.")
 
 # halting.* of plain ACT, stated in full: the halting ablation starts every remedy from it, so its
 # cells do not move when HALTING_DEFAULT does.
