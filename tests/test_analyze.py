@@ -129,10 +129,10 @@ def test_constant_depth_has_zero_alignment():
 
 
 def test_runs_of_one_group_must_share_sizes():
-  other = _run("anira_o", 1, FOLLOWS)
+  first, other = _run("anira_o", 0, FOLLOWS), _run("anira_o", 1, FOLLOWS)
   other["config"].task.train_sizes = (2, 3)
-  with pytest.raises(UserError, match="differ in task.train_sizes"):
-    analyze.group_summary([_run("anira_o", 0, FOLLOWS), other])
+  with pytest.raises(UserError, match=r"not pooled: .*task.train_sizes \[2, 4\] vs \[2, 3\]"):
+    analyze.check_runs({"sorting/anira_o": [first, other]})
 
 
 def test_runs_differing_in_more_than_the_seed_are_not_pooled(tmp_path):
