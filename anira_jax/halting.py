@@ -72,10 +72,8 @@ def ponder_cost(weights_BxLxK: jax.Array, depth_BxL: jax.Array) -> jax.Array:
   return depth_BxL + remainder
 
 
-def depth_prior(kind: str, k_max: int, prior_lambda: float) -> jax.Array:
-  """Prior over depths 1..K: geometric(prior_lambda) truncated and renormalised, or uniform."""
-  if kind == "kl_uniform":
-    return jnp.full((k_max,), 1.0 / k_max)
+def geometric_prior(k_max: int, prior_lambda: float) -> jax.Array:
+  """Prior over depths 1..K: geometric(prior_lambda), truncated and renormalised."""
   p = prior_lambda * (1.0 - prior_lambda) ** jnp.arange(k_max)
   return p / p.sum()
 
@@ -116,7 +114,7 @@ def ponder(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Arr
 def kl_geometric(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
                  options: Mapping[str, Any]) -> jax.Array:
   """KL(w || geometric(prior_lambda) prior over depths)."""
-  prior_K = depth_prior("kl_geometric", weights_BxLxK.shape[-1], options["prior_lambda"])
+  prior_K = geometric_prior(weights_BxLxK.shape[-1], options["prior_lambda"])
   return kl_to_prior(logits_BxLxK, depth_BxL, prior_K)
 
 
@@ -124,8 +122,8 @@ def kl_geometric(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: j
 def kl_uniform(weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,
                options: Mapping[str, Any]) -> jax.Array:
   """KL(w || uniform prior over depths)."""
-  prior_K = depth_prior("kl_uniform", weights_BxLxK.shape[-1], options["prior_lambda"])
-  return kl_to_prior(logits_BxLxK, depth_BxL, prior_K)
+  K = weights_BxLxK.shape[-1]
+  return kl_to_prior(logits_BxLxK, depth_BxL, jnp.full((K,), 1.0 / K))
 
 
 def penalty(kind: str, weights_BxLxK: jax.Array, logits_BxLxK: jax.Array, depth_BxL: jax.Array,

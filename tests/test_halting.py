@@ -131,9 +131,7 @@ def test_ponder_cost_gradient_flows_through_remainder_only():
 
 def test_geometric_prior_hand_computed():
   # 0.5 * 0.5^k for k = 0, 1, 2 is (1/2, 1/4, 1/8), renormalised: (4/7, 2/7, 1/7).
-  np.testing.assert_allclose(halting.depth_prior("kl_geometric", 3, 0.5), [4 / 7, 2 / 7, 1 / 7],
-                             rtol=1e-6)
-  np.testing.assert_array_equal(halting.depth_prior("kl_uniform", 4, 0.5), [0.25] * 4)
+  np.testing.assert_allclose(halting.geometric_prior(3, 0.5), [4 / 7, 2 / 7, 1 / 7], rtol=1e-6)
 
 
 def _kl(kind, logits, depth, prior_lambda):
@@ -173,7 +171,7 @@ def test_kl_equals_its_weight_space_form():
   log_w, reached = halting.log_weights(logits, depth)
   w = jnp.where(reached, jnp.exp(log_w), 0.0)
   np.testing.assert_allclose(jnp.sum(w, -1), 1.0, rtol=1e-5)
-  prior = halting.depth_prior("kl_geometric", 6, 0.3)
+  prior = halting.geometric_prior(6, 0.3)
   by_weights = jnp.sum(jax.scipy.special.xlogy(w, w) - w * jnp.log(prior)[None, None], -1)
   np.testing.assert_allclose(_kl("kl_geometric", logits, depth, 0.3), by_weights, rtol=1e-5,
                              atol=1e-6)
