@@ -19,7 +19,10 @@ Prints one JSON line {"results": [{"batch", "schedule", "compaction",
 "ideal_speedup" (K_max / mean depth of the generated tokens), "batch_ideal_speedup" (K_max / mean
 over decode positions of the deepest row's depth: what lock-step batching can at best keep),
 "realized_speedup" (time of the dense baseline / time with halting), "realized_over_ideal",
-"realized_speedup_cpu" (the same from process CPU time), "tokens_per_s" (generated tokens per
+"realized_speedup_cpu" (the same from process CPU time), "fixed_share" (the part of the dense
+time that does not grow with depth, from every token forced to 1 and to K_max iterations, time
+linear in between), "linear_bound_over_ideal" (realized / ideal if generation cost exactly that
+fixed part plus the mean depth's iterations), "tokens_per_s" (generated tokens per
 second with halting), "mean_depth", "decode_iterations", "call_s", "dense_call_s", "compile_s",
 "k_max", "prompt_len", "new_tokens", "d_model"}, ...]}.
 """
@@ -65,6 +68,7 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
   dense = functools.partial(runs.generator(cfg, "lockstep", forced=True), params)
   calls = {s: lambda x, f=f: f(*x, new_tokens) for s, f in calls.items()}
   calls["dense"] = lambda x: dense(*x, new_tokens, np.int32(k_max))
+  calls["depth1"] = lambda x: dense(*x, new_tokens, np.int32(1))
   compile_s, outputs = {}, {}
   for mode, call in calls.items():
     start = time.perf_counter()
@@ -76,6 +80,11 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
       passes[mode].append(pass_seconds(call, inputs))
   wall = {m: statistics.median(w for w, _ in p) for m, p in passes.items()}
   cpu = {m: statistics.median(c for _, c in p) for m, p in passes.items()}
+  # Forced to 1 and to K_max, generation costs fixed + k * per_iteration if linear in k: the fixed
+  # part (prefill and decode work that does not repeat per iteration, call overhead) is outside
+  # the ideal, which counts iterations only.
+  per_iteration = (wall["dense"] - wall["depth1"]) / (k_max - 1)
+  fixed = wall["depth1"] - per_iteration
   rows = []
   for mode in MODES:
     depth_NxBxM = np.stack([o["depth"] for o in outputs[mode]])
@@ -87,6 +96,9 @@ def time_batch(run: runs.Run, batch: int, size: int, num_inputs: int, rounds: in
         "batch_ideal_speedup": round(float(k_max / depth_NxBxM.max(axis=1).mean()), 3),
         "realized_speedup": round(realized, 3), "realized_over_ideal": round(realized / ideal, 3),
         "realized_speedup_cpu": round(cpu["dense"] / cpu[mode], 3),
+        "fixed_share": round(fixed / wall["dense"], 3),
+        "linear_bound_over_ideal": round(
+            wall["dense"] / (fixed + depth_NxBxM.mean() * per_iteration) / ideal, 3),
         "tokens_per_s": round(num_inputs * batch * new_tokens / wall[mode], 1),
         "mean_depth": round(float(depth_NxBxM.mean()), 3),
         "decode_iterations": float(np.mean([int(o["decode_iterations"])
@@ -105,7 +117,8 @@ def main(argv: list[str]) -> None:
       f"batch {r['batch']:>3} {r['schedule']:<9} {'compact' if r['compaction'] else 'dense':<7}"
       f" ideal {r['ideal_speedup']:.2f}x (batch "
       f"{r['batch_ideal_speedup']:.2f}x)  realized {r['realized_speedup']:.2f}x "
-      f"({r['realized_over_ideal']:.2f} of ideal)  {r['tokens_per_s']:.0f} tokens/s"),
+      f"({r['realized_over_ideal']:.2f} of ideal; linear bound "
+      f"{r['linear_bound_over_ideal']:.2f})  {r['tokens_per_s']:.0f} tokens/s"),
       lambda v: v.adaptive)
 
 
