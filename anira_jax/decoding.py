@@ -400,8 +400,9 @@ def generate(cfg: ml_collections.ConfigDict, params: model.Params, prompts_BxP: 
   out = _record(out, jnp.zeros((B,), jnp.int32), logits[rows_B, last_B],
                 s.depth_BxL[rows_B, last_B])
   if schedule == "lockstep" or B == 1:   # one row: the same schedule, in the simpler loop
+    # One row has no other rows to skip: its loop ends when its token halts.
     out, steps = _decode_lockstep(cfg, params, lengths_B, out, cache, halt_at,
-                                  chunk if compact else 0)
+                                  chunk if compact and B > 1 else 0)
   else:
     out, steps = _decode_depthwise(cfg, params, lengths_B, out, cache, halt_at, chunk)
   return {**out, "iterations": s.t + steps, "prefill_iterations": s.t, "decode_iterations": steps}
