@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from anira_jax import checkpoint, cli, config as config_lib, data, errors, optimizer, train
-from conftest import (REPO, child_env, last_metrics, read_eval, run_module, stderr_lines,
+from conftest import (REPO, TINY, child_env, last_metrics, read_eval, run_module, stderr_lines,
                       tiny_config, tiny_flags)
 
 pytestmark = pytest.mark.xdist_group("test_checkpoint")   # one worker: module fixture runs once
@@ -89,9 +89,10 @@ def test_signal_saves_checkpoint_and_exits_for_requeue(tmp_path, signum=signal.S
   """SIGTERM: one checkpoint, one line, exit 75 (requeue), no traceback; the same command then
   resumes. Ctrl-C takes the same handler (tests/test_launch.py sends it to process 0)."""
   workdir = tmp_path / "run"
+  # Trains until stopped, on the schedule of a tiny run: the step the session has compiled.
   args = [sys.executable, "-m", "anira_jax.main", "--config=configs/sorting.py",
-          f"--workdir={workdir}",
-          *tiny_flags(train__steps=100000, train__log_every=5)]
+          f"--workdir={workdir}", *tiny_flags(train__steps=100000, train__log_every=5,
+                                              train__schedule_steps=TINY["train.steps"])]
   proc = subprocess.Popen(args, cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   try:
