@@ -3,13 +3,14 @@
 All functions take the columns of `evaluate.load_records` (one row per answer token).
 """
 import numpy as np
-import scipy.stats
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
   """Rank correlation; 0.0 when either side is constant (no ordering to follow)."""
   if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
     return 0.0
+  # Imported here: it takes 0.8 s, which every command would otherwise pay at start-up.
+  import scipy.stats  # pylint: disable=import-outside-toplevel
   return float(scipy.stats.spearmanr(x, y).statistic)
 
 
@@ -19,13 +20,19 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, 
   return mean_spearman_ci([(x, y, groups)], seed, resamples, level)
 
 
-def _resample(groups_N: np.ndarray | None, size: int, rng: np.random.Generator) -> np.ndarray:
-  """Indices of one bootstrap draw: whole groups with replacement (tokens when groups is None)."""
+def _members(groups_N: np.ndarray | None) -> list[np.ndarray] | None:
+  """The token indices of each group, in order of group id (None: no groups)."""
   if groups_N is None:
+    return None
+  _, inverse = np.unique(groups_N, return_inverse=True)
+  return np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+
+
+def _resample(members: list[np.ndarray] | None, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Indices of one bootstrap draw: whole groups with replacement (tokens when members is None)."""
+  if members is None:
     return rng.integers(0, size, size)
-  ids, inverse = np.unique(groups_N, return_inverse=True)
-  members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
-  return np.concatenate([members[g] for g in rng.integers(0, ids.size, ids.size)])
+  return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
 
 
 def mean_spearman_ci(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
@@ -36,9 +43,9 @@ def mean_spearman_ci(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None
   examples: tokens of one example are not independent) within every run; groups None resamples
   tokens."""
   rng = np.random.default_rng(seed)
-  draws_RxS = np.array([[spearman(x[i], y[i]) for i in (_resample(g, x.size, rng)
+  draws_RxS = np.array([[spearman(x[i], y[i]) for i in (_resample(members, x.size, rng)
                                                          for _ in range(resamples))]
-                        for x, y, g in pairs])
+                        for x, y, members in ((x, y, _members(g)) for x, y, g in pairs)])
   tail = 100 * (1 - level) / 2
   means_S = draws_RxS.mean(axis=0)
   return (float(np.mean([spearman(x, y) for x, y, _ in pairs])),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from anira_jax import checkpoint, cli, config as config_lib, data, errors, optimizer, train
-from conftest import (REPO, child_env, last_metrics, read_eval, run_module, stderr_lines,
+from conftest import (REPO, TINY, child_env, last_metrics, read_eval, run_module, stderr_lines,
                       tiny_config, tiny_flags)
 
 pytestmark = pytest.mark.xdist_group("test_checkpoint")   # one worker: module fixture runs once
@@ -89,9 +89,10 @@ def test_signal_saves_checkpoint_and_exits_for_requeue(tmp_path, signum=signal.S
   """SIGTERM: one checkpoint, one line, exit 75 (requeue), no traceback; the same command then
   resumes. Ctrl-C takes the same handler (tests/test_launch.py sends it to process 0)."""
   workdir = tmp_path / "run"
+  # Trains until stopped, on the schedule of a tiny run: the step the session has compiled.
   args = [sys.executable, "-m", "anira_jax.main", "--config=configs/sorting.py",
-          f"--workdir={workdir}",
-          *tiny_flags(train__steps=100000, train__log_every=5)]
+          f"--workdir={workdir}", *tiny_flags(train__steps=100000, train__log_every=5,
+                                              train__schedule_steps=TINY["train.steps"])]
   proc = subprocess.Popen(args, cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   try:
@@ -170,19 +171,21 @@ def test_resume_accepts_new_steps_cadence_evaluation_and_tensorboard(tmp_path, t
 
 
 def test_extending_a_run_keeps_its_schedule(tmp_path):
-  """Past the warm-up the schedule matters: 20 steps then 40 equals 40 steps with
-  train.schedule_steps=20, and differs from a fresh 40-step run."""
+  """Past the warm-up the schedule matters: `first` steps then 9 more equals as many steps with
+  train.schedule_steps=`first`, and differs from a fresh run of as many steps. `first` ends one
+  step past the tiny warm-up: its schedule is the tiny runs', whose step the session has
+  compiled, so only the fresh run's schedule compiles one of its own."""
   extended, fixed, fresh = (tmp_path / name for name in ("extended", "fixed", "fresh"))
-  short = dict(train__warmup_steps=5, train__checkpoint_every=10)
-  train.train_and_evaluate(tiny_config("anira_o", train__steps=20, **short), str(extended))
-  cfg40 = tiny_config("anira_o", train__steps=40, **short)
-  train.train_and_evaluate(cfg40, str(extended))
-  train.train_and_evaluate(tiny_config("anira_o", train__steps=40, train__schedule_steps=20,
-                                       **short), str(fixed))
-  train.train_and_evaluate(cfg40, str(fresh))
-  chex.assert_trees_all_equal(_final_state(extended, cfg40), _final_state(fixed, cfg40))
-  assert not np.array_equal(_final_state(extended, cfg40)["params"]["embed"]["embedding"],
-                            _final_state(fresh, cfg40)["params"]["embed"]["embedding"])
+  first, every = TINY["train.warmup_steps"] + 1, dict(train__checkpoint_every=10)
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=first, **every), str(extended))
+  cfg = tiny_config("anira_o", train__steps=first + 9, **every)
+  train.train_and_evaluate(cfg, str(extended))
+  train.train_and_evaluate(tiny_config("anira_o", train__steps=first + 9,
+                                       train__schedule_steps=first, **every), str(fixed))
+  train.train_and_evaluate(cfg, str(fresh))
+  chex.assert_trees_all_equal(_final_state(extended, cfg), _final_state(fixed, cfg))
+  assert not np.array_equal(_final_state(extended, cfg)["params"]["embed"]["embedding"],
+                            _final_state(fresh, cfg)["params"]["embed"]["embedding"])
 
 
 def test_restore_with_other_shapes_names_them_and_keeps_the_checkpoint(trained_run):

@@ -19,18 +19,26 @@ CONFIG = "--config=configs/sorting.py"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  """A tiny successful run through the command line (also the test of one)."""
-  workdir = tmp_path_factory.mktemp("cli_run") / "run"
-  proc = run_module("anira_jax.main", CONFIG, f"--workdir={workdir}",
-                    *tiny_flags(train__steps=5, train__log_every=5))
-  return workdir, proc
+  """A tiny successful run through the command line (also the test of one), without --workdir,
+  from a directory of its own: (that directory, the finished process)."""
+  cwd = tmp_path_factory.mktemp("cli_run")
+  proc = subprocess.run(
+      [sys.executable, "-m", "anira_jax.main", f"--config={REPO / 'configs' / 'sorting.py'}",
+       *tiny_flags(train__steps=5, train__log_every=5)],
+      cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+  return cwd, proc
+
+
+def _workdir(finished_run) -> pathlib.Path:
+  """The workdir the run printed last."""
+  cwd, proc = finished_run
+  assert proc.returncode == 0, proc.stderr
+  return cwd / proc.stdout.splitlines()[-1]
 
 
 def test_tiny_run_writes_everything_and_prints_workdir_last(finished_run):
-  workdir, proc = finished_run
-  assert proc.returncode == 0, proc.stderr
-  assert "Traceback" not in proc.stderr
-  assert proc.stdout.splitlines()[-1] == str(workdir)
+  workdir = _workdir(finished_run)
+  assert "Traceback" not in finished_run[1].stderr
   config = json.loads((workdir / "config.json").read_text())
   assert config["model"]["variant"] == "anira_o" and config["train"]["steps"] == 5
   metrics = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -41,25 +49,19 @@ def test_tiny_run_writes_everything_and_prints_workdir_last(finished_run):
 
 
 def test_a_run_ends_with_its_evaluation_then_its_workdir(finished_run):
-  workdir, proc = finished_run
-  result = json.loads((workdir / "eval.json").read_text())
+  result = json.loads((_workdir(finished_run) / "eval.json").read_text())
   lines = cli.result_lines(result)
   assert len(lines) == 3   # tiny sizes 2, 4, 6
-  assert proc.stdout.splitlines()[-4:] == lines + [str(workdir)]
+  assert finished_run[1].stdout.splitlines()[-4:-1] == lines
 
 
-def test_default_workdir_of_a_run_with_overrides_is_its_own(tmp_path):
+def test_default_workdir_of_a_run_with_overrides_is_its_own(finished_run):
   """Without --workdir, overrides give runs/<config>_<variant>_<hash>, so the plain command does
   not resume a trial run of other overrides."""
-  proc = subprocess.run(
-      [sys.executable, "-m", "anira_jax.main", f"--config={REPO / 'configs' / 'sorting.py'}",
-       *tiny_flags(train__steps=5, train__log_every=5)],
-      cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr
-  workdir = proc.stdout.splitlines()[-1]
+  cwd = finished_run[0]
+  workdir = str(_workdir(finished_run).relative_to(cwd))
   assert workdir.startswith("runs/sorting_anira_o_") and workdir != "runs/sorting_anira_o"
-  assert (tmp_path / workdir / "eval.json").is_file()
-  assert not (tmp_path / "runs" / "sorting_anira_o").exists()
+  assert not (cwd / "runs" / "sorting_anira_o").exists()
 
 
 def _snapshot(root: pathlib.Path) -> dict:
@@ -93,8 +95,7 @@ BAD = [
 
 @pytest.mark.parametrize("extra,message", BAD)
 def test_bad_input_fails_cleanly_and_touches_nothing(finished_run, extra, message):
-  workdir, proc = finished_run
-  assert proc.returncode == 0
+  workdir = _workdir(finished_run)
   before = _snapshot(workdir)
   assert before
   args = [CONFIG] + extra if not extra[0].startswith("--config=") else extra

@@ -79,6 +79,6 @@ def test_bootstrap_resamples_whole_examples():
   _, low_t, high_t = stats.spearman_ci(x, y, resamples=200)
   _, low_e, high_e = stats.spearman_ci(x, y, example, resamples=200)
   assert high_e - low_e > 1.5 * (high_t - low_t)
-  draw = stats._resample(example, example.size, np.random.default_rng(1))
+  draw = stats._resample(stats._members(example), example.size, np.random.default_rng(1))
   counts = np.bincount(example[draw], minlength=10)
   assert set(np.unique(counts)) <= set(range(0, 201, 20))   # whole examples only
