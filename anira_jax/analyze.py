@@ -53,9 +53,7 @@ def check_runs(groups: dict[str, list[dict]]) -> None:
 
 def load(workdir: str) -> dict:
   """{"workdir", "config", "eval", "records"} of a run; UserError naming what is missing."""
-  if not os.path.isdir(workdir):
-    raise UserError(f"workdir {workdir!r} does not exist; train a run there with "
-                    f"python -m anira_jax.main --config=configs/<task>.py --workdir={workdir}")
+  cli.require_workdir(workdir)
   cfg = runs.load_config(workdir)
   missing = [n for n in ("eval.json", "tokens.npz") if not os.path.isfile(os.path.join(workdir, n))]
   if missing:

@@ -178,11 +178,13 @@ def run(main: Callable[[list[str]], None],
   app.run(guarded, flags_parser=flags_parser)
 
 
-def require_dir(path: str, name: str = "workdir") -> None:
-  """UserError unless `path` is an existing directory."""
+def require_workdir(path: str) -> None:
+  """UserError unless `path` is an existing directory, saying how to get one."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f"workdir {path!r} is not a directory; pass the directory of a run")
   if not os.path.isdir(path):
-    what = "is not a directory" if os.path.exists(path) else "does not exist"
-    raise UserError(f"{name} {path!r} {what}")
+    raise UserError(f"workdir {path!r} does not exist; train a run there with python -m "
+                    f"anira_jax.main --config=configs/<task>.py --workdir={path}")
 
 
 def result_lines(result: dict) -> list[str]:

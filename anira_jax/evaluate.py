@@ -209,7 +209,7 @@ def evaluate_run(workdir: str) -> dict:
 
 def main(argv: list[str]) -> None:
   del argv
-  cli.require_dir(_WORKDIR.value)
+  cli.require_workdir(_WORKDIR.value)
   result = evaluate_run(_WORKDIR.value)
   print("\n".join(cli.result_lines(result)))
   print(os.path.join(_WORKDIR.value, "eval.json"))

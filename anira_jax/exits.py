@@ -187,7 +187,7 @@ def plot(result: dict, path: str) -> None:
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  cli.require_dir(f.workdir)
+  cli.require_workdir(f.workdir)
   result = analyze(runs.load_run(f.workdir))
   with open(os.path.join(f.workdir, "exits.json"), "w") as out:
     json.dump(result, out, indent=1)

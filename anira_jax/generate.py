@@ -61,7 +61,7 @@ def render(result: dict, k_max: int) -> str:
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  cli.require_dir(f.workdir)
+  cli.require_workdir(f.workdir)
   run = runs.load_run(f.workdir)
   seed = run.config.eval.seed if f.seed is None else f.seed
   result = generate(run, f.size, f.count, seed)

@@ -326,8 +326,7 @@ def _jsonl(path: str) -> list[dict]:
 
 def write_curves(workdir: str) -> str:
   """<workdir>/curves.png from its metrics.jsonl and evals.jsonl; returns the path."""
-  if not os.path.isdir(workdir):
-    raise UserError(f"workdir {workdir!r} does not exist")
+  cli.require_workdir(workdir)
   metrics = _jsonl(os.path.join(workdir, "metrics.jsonl"))
   if not metrics:
     raise UserError(f"{workdir} has no logged training step (metrics.jsonl); train a run there "

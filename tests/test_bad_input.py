@@ -49,7 +49,7 @@ CASES = [  # (id, arguments with {p} for the paths root, what stderr says)
      "cannot read {p}/bad_config_json/config.json"),
     ("exits-no-run", ["-m", "anira_jax.exits", "--workdir={p}/a_dir"], "missing config.json"),
     ("analyze-workdir-is-file", [*ANALYZE, "--out={p}/out", "--workdirs={p}/a_file"],
-     "does not exist"),
+     "is not a directory; pass the directory of a run"),
     ("analyze-eval-not-utf8", [*ANALYZE, "--out={p}/out", "--workdirs={p}/binary_eval"],
      "cannot read {p}/binary_eval/eval.json (UnicodeDecodeError"),
     ("analyze-bad-tokens", [*ANALYZE, "--out={p}/out", "--workdirs={p}/bad_tokens"],

@@ -192,7 +192,9 @@ def test_cli_missing_workdir_exits_2_with_one_line(tmp_path):
   missing = tmp_path / "missing"
   proc = run_module("anira_jax.evaluate", f"--workdir={missing}")
   assert proc.returncode == 2
-  assert stderr_lines(proc) == [f"error: workdir {str(missing)!r} does not exist"]
+  assert stderr_lines(proc) == [
+      f"error: workdir {str(missing)!r} does not exist; train a run there with python -m "
+      f"anira_jax.main --config=configs/<task>.py --workdir={missing}"]
   assert not missing.exists()
 
 
