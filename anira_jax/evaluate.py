@@ -4,7 +4,7 @@ python -m anira_jax.evaluate --workdir=DIR   reloads the latest checkpoint and r
 """
 import json
 import os
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 from absl import flags
 import ml_collections
@@ -65,14 +65,17 @@ def generation_right(params: model.Params, generate: Callable, sets: dict[int, d
 
 
 def predict_sets(params: model.Params, predict: Predictors, sets: dict[int, dict],
-                 k_max: int, logits: bool = False) -> dict[int, dict]:
-  """Per size: greedy predictions and depths at the model's own depth ("pred", "depth"), and the
-  predictions with every token forced to halt at k = 1..K ("forced_pred" [K, B, L]); with
-  `logits`, also those forced outputs' logits ("forced_logits" [K, B, L, V]). Sets are padded to
-  one length: a single compile."""
+                 k_max: int, logits: bool = False,
+                 sizes: Sequence[int] | None = None) -> dict[int, dict]:
+  """Per size of `sizes` (default: every set's): greedy predictions and depths at the model's own
+  depth ("pred", "depth"), and the predictions with every token forced to halt at k = 1..K
+  ("forced_pred" [K, B, L]); with `logits`, also those forced outputs' logits ("forced_logits"
+  [K, B, L, V]). Every set is padded to the longest of `sets`: a single compile, and the same
+  numbers whichever sizes are asked for."""
   length = max(b["inputs"].shape[1] for b in sets.values())
   out = {}
-  for size, batch in sets.items():
+  for size in sets if sizes is None else sizes:
+    batch = sets[size]
     width = batch["inputs"].shape[1]
     inputs = np.pad(batch["inputs"], ((0, 0), (0, length - width)))
     logits_of = lambda res: np.asarray(res["logits"])[:, :width]

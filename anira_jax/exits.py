@@ -84,7 +84,7 @@ def forced_outputs(run: runs.Run, sets: dict[int, dict], sizes: list[int]) -> di
   own halting's depth and prediction [N], the targets [N], each token's example [N] and the
   number of examples, as evaluation computes them on `sets` (`evaluate.predict_sets`)."""
   predictions = evaluate.predict_sets(run.params, evaluate.predictors(run.config), sets,
-                                      run.config.model.k_max, logits=True)
+                                      run.config.model.k_max, logits=True, sizes=sizes)
   out = {}
   for size in sizes:
     mask, p = sets[size]["loss_mask"], predictions[size]
